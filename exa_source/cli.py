@@ -1,0 +1,196 @@
+"""Command line: ``exa-source load | demo | emulator`` (also ``python -m exa_source``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from exa_source import settings
+
+if TYPE_CHECKING:
+    from exa_source.pipeline import LoadSummary
+
+#: Exit codes: a bad setting (fix the command) vs a failed run (retry later / look at the API).
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+DEMO_IMPORTS = 2_000
+DEMO_DUCKDB_FILE = "exa_demo.duckdb"
+DEMO_PIPELINE = "exa_websets_demo"
+
+
+def _defaults_for_cli() -> None:
+    """Set process defaults that suit a one-shot CLI run (never overriding the user's env).
+
+    * telemetry off;
+    * dlt's Airflow secrets provider off: when Airflow is merely *installed*, dlt imports it and
+      queries the Variable ``dlt_secrets_toml`` on first config access, ~3 s per run. The DAG
+      keeps it (it runs inside Airflow and may take its secrets from there).
+    """
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    if "AIRFLOW_CTX_TASK_ID" not in os.environ:
+        os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("exa_source")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(level.upper())
+    package_logger.propagate = False
+
+
+def _add_target_options(parser: argparse.ArgumentParser, duckdb_default: str) -> None:
+    parser.add_argument(
+        "--destination",
+        default="duckdb",
+        help="dlt destination name (default duckdb; e.g. postgres, with credentials from dlt"
+        " config such as DESTINATION__POSTGRES__CREDENTIALS)",
+    )
+    parser.add_argument(
+        "--duckdb-path",
+        default=duckdb_default,
+        help=f"DuckDB file for --destination duckdb (default {duckdb_default})",
+    )
+    parser.add_argument(
+        "--dataset", default=settings.DATASET_NAME, help="dataset (schema) to load into"
+    )
+    parser.add_argument("--pipelines-dir", default=None, help="dlt's local pipeline folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``exa-source``."""
+    parser = argparse.ArgumentParser(
+        prog="exa-source", description="Load Exa Websets imports into a warehouse with dlt."
+    )
+    parser.add_argument("--log-level", default="INFO", help="log level of exa_source (stderr)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    load = commands.add_parser("load", help="load imports (incremental; merge on id)")
+    _add_target_options(load, settings.DEFAULT_DUCKDB_FILE)
+    load.add_argument("--base-url", default=None, help="API root (default https://api.exa.ai)")
+    load.add_argument("--page-size", type=int, default=None, help="imports per request, 1-200")
+    load.add_argument(
+        "--initial-updated-at",
+        default=None,
+        help="backfill start: load only imports updated at or after this ISO timestamp",
+    )
+    load.add_argument(
+        "--lag-seconds",
+        type=float,
+        default=None,
+        help=f"re-read window for late commits (default {settings.DEFAULT_LAG_SECONDS:.0f})",
+    )
+    load.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="drop the table and the incremental state, then load everything again",
+    )
+
+    demo = commands.add_parser(
+        "demo", help="no key needed: load from the bundled emulator and print a report"
+    )
+    _add_target_options(demo, DEMO_DUCKDB_FILE)
+    demo.add_argument("--imports", type=int, default=DEMO_IMPORTS, help="imports to seed")
+
+    emulator = commands.add_parser(
+        "emulator", help="run the bundled emulator of the Exa Websets API", add_help=False
+    )
+    emulator.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _print_summary(summary: LoadSummary) -> None:
+    print(
+        f"Loaded {summary.rows_loaded:,} new or changed imports"
+        f" (read {summary.rows_read:,} in {summary.pages:,} pages, {summary.requests:,} requests,"
+        f" {summary.retried:,} retried) into {summary.destination} dataset {summary.dataset}"
+        f" in {summary.seconds:.1f} s"
+    )
+
+
+def _load(args: argparse.Namespace) -> int:
+    from exa_source.pipeline import make_pipeline, run_load
+
+    pipeline = make_pipeline(
+        args.destination, args.duckdb_path, args.dataset, pipelines_dir=args.pipelines_dir
+    )
+    summary = run_load(
+        pipeline,
+        base_url=args.base_url,
+        page_size=args.page_size,
+        initial_updated_at=args.initial_updated_at,
+        lag_seconds=args.lag_seconds,
+        full_refresh=args.full_refresh,
+    )
+    _print_summary(summary)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from exa_source.emulator import Emulator
+    from exa_source.pipeline import make_pipeline, run_load
+    from exa_source.report import render_report
+
+    key = "demo-key"
+    with Emulator(api_key=key, imports=args.imports).start() as emu:
+        print(f"Emulator of the Exa Websets API on {emu.base_url} with {args.imports:,} imports")
+        pipelines_dir = args.pipelines_dir or tempfile.mkdtemp(prefix="exa_demo_")
+        pipeline = make_pipeline(
+            args.destination,
+            args.duckdb_path,
+            args.dataset,
+            pipeline_name=DEMO_PIPELINE,
+            pipelines_dir=pipelines_dir,
+        )
+        print("1. Full load")
+        _print_summary(run_load(pipeline, api_key=key, base_url=emu.base_url, full_refresh=True))
+        changed = emu.store.mutate(update=25, create=10, advance=15, seed=1)
+        print(
+            "2. Meanwhile in Exa: "
+            + ", ".join(f"{len(ids)} imports {what}" for what, ids in changed.items())
+        )
+        print("3. Incremental load: only what changed (plus the lag window) is loaded")
+        _print_summary(run_load(pipeline, api_key=key, base_url=emu.base_url))
+        where = Path(args.duckdb_path).resolve() if args.destination == "duckdb" else ""
+        print(f"\nReport from {args.destination} {where}")
+        print(render_report(pipeline))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "emulator":
+        from exa_source.emulator.__main__ import main as emulator_main
+
+        return emulator_main(args.args)
+    _defaults_for_cli()
+    _setup_logging(args.log_level)
+
+    from exa_source.helpers import ExaConfigError, ExaError
+    from exa_source.pipeline import unwrap
+
+    try:
+        return _load(args) if args.command == "load" else _demo(args)
+    except ExaConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ExaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # dlt's step failures: show the cause, not a 200-line trace
+        inner = unwrap(exc)
+        print(f"error: {type(inner).__name__}: {inner}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

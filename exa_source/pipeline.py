@@ -1,0 +1,193 @@
+"""Build the ``exa_websets`` pipeline and run one load: shared by the CLI and the Airflow DAG."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import dlt
+from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.common.destination import Destination
+from dlt.common.destination.reference import AnyDestination
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from exa_source import settings
+from exa_source.helpers import ExaConfigError, ExaError
+from exa_source.source import exa_websets_source
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadSummary:
+    """What one run did, for the CLI's summary line and the DAG's XCom.
+
+    Attributes:
+        rows_loaded: import rows new or changed since the last run, written to the table.
+        rows_read: import rows read from the API (every run scans them all).
+        pages: list pages read.
+        requests: HTTP attempts, retries included.
+        retried: attempts answered 429 or 5xx.
+        seconds: wall time of the whole run (extract, normalize, load).
+        destination: destination type, e.g. ``duckdb``.
+        dataset: dataset (schema) name.
+        load_id: dlt load id, or None when nothing was loaded.
+    """
+
+    rows_loaded: int
+    rows_read: int
+    pages: int
+    requests: int
+    retried: int
+    seconds: float
+    destination: str
+    dataset: str
+    load_id: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the summary as plain JSON-able values."""
+        return asdict(self)
+
+
+def resolve_api_key(explicit: str | None = None) -> str | None:
+    """Find the API key: an explicit value, then dlt config/secrets, then ``EXA_API_KEY``.
+
+    dlt looks in ``SOURCES__EXA__API_KEY``, ``.dlt/secrets.toml`` (``[sources.exa] api_key``)
+    and its other providers (e.g. the Airflow Variable ``dlt_secrets_toml``).
+    """
+    if explicit:
+        return explicit
+    try:
+        key = dlt.secrets.get(f"sources.{settings.SOURCE_NAME}.api_key")
+    except ConfigFieldMissingException:
+        key = None
+    return str(key) if key else os.environ.get(settings.API_KEY_ENV) or None
+
+
+def make_destination(destination: str = "duckdb", duckdb_path: str | None = None) -> AnyDestination:
+    """Return a dlt destination; DuckDB always gets an explicit file path.
+
+    Args:
+        destination: a dlt destination name (``duckdb``, ``postgres``, ...); credentials of
+            non-DuckDB destinations come from dlt config (e.g. ``DESTINATION__POSTGRES__CREDENTIALS``).
+        duckdb_path: DuckDB file; default ``exa.duckdb`` in the working directory. Never a temp
+            directory (dlt's default inside Airflow) and never named like the dataset.
+
+    Raises:
+        ExaConfigError: unknown destination, or a DuckDB file named like the dataset.
+    """
+    if destination == "duckdb":
+        path = Path(duckdb_path or settings.DEFAULT_DUCKDB_FILE).expanduser().resolve()
+        if path.stem == settings.DATASET_NAME:
+            raise ExaConfigError(
+                f"DuckDB file {path.name!r} is named like the dataset; dlt fails to load into it"
+                f" (Ambiguous reference to catalog or schema). Use e.g. {settings.DEFAULT_DUCKDB_FILE}."
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return dlt.destinations.duckdb(credentials=str(path))
+    try:
+        return Destination.from_reference(destination)
+    except Exception as exc:  # dlt raises several types for unknown names
+        raise ExaConfigError(
+            f"unknown destination {destination!r}: {exc}. Try duckdb or postgres,"
+            " or any dlt destination name."
+        ) from None
+
+
+def make_pipeline(
+    destination: str = "duckdb",
+    duckdb_path: str | None = None,
+    dataset: str = settings.DATASET_NAME,
+    pipeline_name: str = settings.PIPELINE_NAME,
+    pipelines_dir: str | None = None,
+) -> dlt.Pipeline:
+    """Create (or attach to) the pipeline; its state comes back from the destination if absent."""
+    return dlt.pipeline(
+        pipeline_name=pipeline_name,
+        destination=make_destination(destination, duckdb_path),
+        dataset_name=dataset,
+        pipelines_dir=pipelines_dir,
+    )
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """Return the innermost :class:`ExaError` behind dlt's wrappers, else ``exc`` itself."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ExaError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
+
+
+def run_load(
+    pipeline: dlt.Pipeline,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    page_size: int | None = None,
+    initial_updated_at: str | None = None,
+    lag_seconds: float | None = None,
+    full_refresh: bool = False,
+) -> LoadSummary:
+    """Run one load of the ``exa`` source into ``pipeline``.
+
+    Options left as None come from dlt config (``[sources.exa]``) or the source's defaults.
+
+    Raises:
+        ExaConfigError: no API key or an invalid option, before any request.
+        ExaError: the API or the data failed the run; nothing was committed.
+        PipelineStepFailed: a failure in dlt's normalize or load step.
+    """
+    key = resolve_api_key(api_key)
+    if not key:
+        raise ExaConfigError(
+            "No Exa API key. Set one of: SOURCES__EXA__API_KEY, EXA_API_KEY, or api_key under"
+            " [sources.exa] in .dlt/secrets.toml (see .dlt/secrets.toml.example). Without a key,"
+            " `exa-source demo` runs against the bundled emulator."
+        )
+    options: dict[str, Any] = {
+        "base_url": base_url,
+        "page_size": page_size,
+        "initial_updated_at": initial_updated_at,
+        "lag_seconds": lag_seconds,
+    }
+    source = exa_websets_source(
+        api_key=key, **{k: v for k, v in options.items() if v is not None}
+    )
+    started = time.monotonic()
+    try:
+        info = pipeline.run(source, refresh="drop_sources" if full_refresh else None)
+    except PipelineStepFailed as exc:
+        inner = unwrap(exc)
+        if isinstance(inner, ExaError):
+            raise inner from None
+        raise
+    seconds = time.monotonic() - started
+    trace = pipeline.last_trace
+    normalize = trace.last_normalize_info if trace else None
+    rows_loaded = normalize.row_counts.get(settings.IMPORTS_TABLE, 0) if normalize else 0
+    scan = (
+        pipeline.state.get("sources", {})
+        .get(settings.SOURCE_NAME, {})
+        .get("resources", {})
+        .get(settings.IMPORTS_TABLE, {})
+        .get("last_scan", {})
+    )
+    summary = LoadSummary(
+        rows_loaded=rows_loaded,
+        rows_read=scan.get("rows", 0),
+        pages=scan.get("pages", 0),
+        requests=scan.get("requests", 0),
+        retried=scan.get("retried", 0),
+        seconds=round(seconds, 3),
+        destination=pipeline.destination.destination_name if pipeline.destination else "",
+        dataset=pipeline.dataset_name,
+        load_id=info.loads_ids[-1] if info.loads_ids else None,
+    )
+    logger.info("exa_websets load: %s", summary.as_dict())
+    return summary
