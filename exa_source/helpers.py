@@ -26,9 +26,10 @@ import orjson
 from dlt.common.configuration import resolve_configuration
 from dlt.common.configuration.specs import RuntimeConfiguration
 from dlt.sources.helpers.requests.retry import DEFAULT_RETRY_EXCEPTIONS, Client
-from dlt.sources.helpers.rest_client import RESTClient
 from dlt.sources.helpers.rest_client.auth import APIKeyAuth
+from dlt.sources.helpers.rest_client.client import RESTClient
 from dlt.sources.helpers.rest_client.paginators import JSONResponseCursorPaginator
+from dlt.sources.helpers.rest_client.typing import Hooks
 from requests import HTTPError, Response
 from requests.exceptions import RequestException
 
@@ -167,9 +168,7 @@ class ExaCursorPaginator(JSONResponseCursorPaginator):
     """
 
     def __init__(self) -> None:
-        super().__init__(
-            cursor_path="nextCursor", cursor_param="cursor", has_more_path="hasMore"
-        )
+        super().__init__(cursor_path="nextCursor", cursor_param="cursor", has_more_path="hasMore")
         self._seen: set[str] = set()
 
     def update_state(self, response: Response, data: list[Any] | None = None) -> None:
@@ -251,7 +250,7 @@ class ExaRESTClient(RESTClient):
             ExaAPIError: a 429/5xx or network error that outlasted every retry.
             ExaError: see :func:`raise_for_exa_status`.
         """
-        hooks = {"response": [self._count, raise_for_exa_status]}
+        hooks: Hooks = {"response": [self._count, raise_for_exa_status]}
         try:
             yield from self.paginate(
                 path, params={"limit": page_size}, hooks=hooks, data_selector="data"
@@ -267,4 +266,3 @@ class ExaRESTClient(RESTClient):
                 f"Could not read {path} from Exa after {self.max_attempts} attempts:"
                 f" {type(exc).__name__}: {exc}. Nothing was committed; rerun later."
             ) from None
-

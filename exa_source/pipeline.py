@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
@@ -61,10 +61,11 @@ def resolve_api_key(explicit: str | None = None) -> str | None:
     """
     if explicit:
         return explicit
+    key: Any = None
     try:
         key = dlt.secrets.get(f"sources.{settings.SOURCE_NAME}.api_key")
     except ConfigFieldMissingException:
-        key = None
+        pass
     return str(key) if key else os.environ.get(settings.API_KEY_ENV) or None
 
 
@@ -73,7 +74,7 @@ def make_destination(destination: str = "duckdb", duckdb_path: str | None = None
 
     Args:
         destination: a dlt destination name (``duckdb``, ``postgres``, ...); credentials of
-            non-DuckDB destinations come from dlt config (e.g. ``DESTINATION__POSTGRES__CREDENTIALS``).
+            other destinations come from dlt config (``DESTINATION__POSTGRES__CREDENTIALS``).
         duckdb_path: DuckDB file; default ``exa.duckdb`` in the working directory. Never a temp
             directory (dlt's default inside Airflow) and never named like the dataset.
 
@@ -85,17 +86,21 @@ def make_destination(destination: str = "duckdb", duckdb_path: str | None = None
         if path.stem == settings.DATASET_NAME:
             raise ExaConfigError(
                 f"DuckDB file {path.name!r} is named like the dataset; dlt fails to load into it"
-                f" (Ambiguous reference to catalog or schema). Use e.g. {settings.DEFAULT_DUCKDB_FILE}."
+                " (Ambiguous reference to catalog or schema)."
+                f" Use e.g. {settings.DEFAULT_DUCKDB_FILE}."
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        return dlt.destinations.duckdb(credentials=str(path))
+        return cast(AnyDestination, dlt.destinations.duckdb(credentials=str(path)))
     try:
-        return Destination.from_reference(destination)
+        found = Destination.from_reference(destination)
     except Exception as exc:  # dlt raises several types for unknown names
         raise ExaConfigError(
             f"unknown destination {destination!r}: {exc}. Try duckdb or postgres,"
             " or any dlt destination name."
         ) from None
+    if found is None:
+        raise ExaConfigError(f"unknown destination {destination!r}")
+    return found
 
 
 def make_pipeline(
@@ -110,7 +115,7 @@ def make_pipeline(
         pipeline_name=pipeline_name,
         destination=make_destination(destination, duckdb_path),
         dataset_name=dataset,
-        pipelines_dir=pipelines_dir,
+        pipelines_dir=pipelines_dir,  # type: ignore[arg-type]  # None = dlt's default
     )
 
 
@@ -156,12 +161,13 @@ def run_load(
         "initial_updated_at": initial_updated_at,
         "lag_seconds": lag_seconds,
     }
-    source = exa_websets_source(
-        api_key=key, **{k: v for k, v in options.items() if v is not None}
-    )
+    source = exa_websets_source(api_key=key, **{k: v for k, v in options.items() if v is not None})
     started = time.monotonic()
     try:
-        info = pipeline.run(source, refresh="drop_sources" if full_refresh else None)
+        info = pipeline.run(
+            source,
+            refresh="drop_sources" if full_refresh else None,  # type: ignore[arg-type]
+        )
     except PipelineStepFailed as exc:
         inner = unwrap(exc)
         if isinstance(inner, ExaError):

@@ -66,9 +66,7 @@ COLUMNS: tuple[Column, ...] = (
         "import_01karvd35zwwmej8ee444tpcbp",
     ),
     _text("Object type, always `import`.", "import", "object"),
-    _text(
-        "Lifecycle: pending, processing, completed, failed or canceled.", "completed", "status"
-    ),
+    _text("Lifecycle: pending, processing, completed, failed or canceled.", "completed", "status"),
     _text("Source format: `csv` (or `webset`).", "csv", "format"),
     _text(
         "Entity type of the rows: company, person, article, research_paper or custom.",
@@ -156,7 +154,7 @@ def _timestamps(name: str, values: list[Any], rows: Sequence[dict[str, Any]]) ->
     try:
         return pc.cast(pa.array(values, pa.string()), TIMESTAMP)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        for row, value in zip(rows, values):
+        for row, value in zip(rows, values, strict=True):
             if value is None:
                 continue
             try:
@@ -205,7 +203,7 @@ def page_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
         if name == "metadata":
             arrays.append(_metadata(rows))
         elif name.startswith("entity__"):
-            arrays.append(entity.field(name.removeprefix("entity__")))
+            arrays.append(pc.struct_field(entity, name.removeprefix("entity__")))
         elif column.arrow == TIMESTAMP:
             arrays.append(_timestamps(name, _values(rows, name), rows))
         else:

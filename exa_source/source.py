@@ -29,9 +29,10 @@ logger = logging.getLogger(__name__)
 
 
 class _DeclaredJsonFilter(logging.Filter):
-    """Drop dlt's per-table warning that the Arrow type of ``metadata`` (text) differs from the
-    declared hint (json). The declared hint is the one we want and dlt keeps it; the warning
-    would repeat for every Arrow table of every run.
+    """Drop dlt's warning that an Arrow type differs from the declared hint.
+
+    ``metadata`` travels as JSON text in Arrow and is declared ``json``: dlt keeps the declared
+    hint (what we want) but would warn once per Arrow table of every run.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -205,4 +206,3 @@ def exa_websets_source(
         ),
     )
     return resource
-

@@ -1,0 +1,73 @@
+"""Run the emulator as a process.
+
+``python -m exa_source.emulator --host 127.0.0.1 --port 0 --api-key K --imports N [--seed S]
+[--no-quirk]`` prints exactly one line, the base URL (with the real port when ``--port 0``),
+logs to stderr, serves until SIGINT/SIGTERM and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from .server import Emulator
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, serve until SIGINT/SIGTERM, return the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m exa_source.emulator",
+        description="Emulator of the Exa Websets Imports API",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--api-key", default="test-key")
+    parser.add_argument("--imports", type=int, default=0, help="imports to seed")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-quirk",
+        action="store_true",
+        help="last list page says hasMore:false (the real API said hasMore:true)",
+    )
+    parser.add_argument(
+        "--no-credits-key", action="append", default=[], help="a key that answers 402"
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    emu = Emulator(
+        api_key=args.api_key,
+        imports=args.imports,
+        seed=args.seed,
+        host=args.host,
+        port=args.port,
+        quirk_last_page=not args.no_quirk,
+        no_credits_keys=tuple(args.no_credits_key),
+    ).start()
+    print(emu.base_url, flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emu.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,946 @@
+"""HTTP front end of the Exa Websets Imports emulator.
+
+A stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive. Every reply is written
+with a single ``write`` carrying the status line, ``Content-Type``, ``Content-Length`` and the
+body. Routes (reference §3.1):
+
+* ``POST/GET /websets/v0/imports`` and ``GET/PATCH/DELETE /websets/v0/imports/{id}``: the API,
+  authenticated with ``x-api-key`` or ``Authorization: Bearer`` (reference §1).
+* ``PUT /_uploads/{id}.csv?X-Amz-Expires=3600&X-Amz-Signature=...``: the presigned upload URL
+  returned by create (stands in for S3, reference §3.5). No API key.
+* ``/_emulator/...``: control endpoints for tests and benchmarks in other processes. **No API
+  key**: this is a loopback test tool; do not expose it.
+
+  - ``GET /_emulator/stats`` → ``{"requests": {"GET /websets/v0/imports": n, ...},
+    "list_pages": n, "list_queries": ["limit=200&cursor=...", ...]}``;
+    ``DELETE /_emulator/stats`` resets the counters.
+  - ``GET /_emulator/imports`` → the store snapshot (JSON list, list order).
+  - ``POST /_emulator/faults`` with a :class:`Fault` spec (``kind`` among status, html, slow,
+    reset, malformed; ``method``, ``path``, ``skip``, ``times``, ``status``, ``headers``,
+    ``body``, ``delay``); ``GET`` lists pending faults; ``DELETE`` clears them.
+  - ``POST /_emulator/mutate`` ``{"update": n, "create": n, "delete": n, "advance": n,
+    "seed": s}`` → ids touched (see :meth:`ImportStore.mutate`).
+  - ``POST /_emulator/clock`` ``{"advance": seconds}`` or ``{"set": "<iso>"}`` → ``{"now"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from .store import (
+    ENTITY_TYPES,
+    ImportNotFoundError,
+    ImportStore,
+    is_ulid,
+    iso_ms,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Emulator",
+    "EmulatorStats",
+    "Fault",
+    "FaultKind",
+    "FaultList",
+    "validate_create",
+    "validate_update",
+]
+
+FaultKind = Literal["status", "html", "slow", "reset", "malformed", "mutate"]
+LIST_ROUTE = "/websets/v0/imports"
+_IMPORTS = "/websets/v0/imports"
+_JSON = "application/json; charset=utf-8"
+_MAX_SIZE = 50_000_000  # CreateImportParameters.size maximum, bytes (reference §3.2, §8 item 8)
+_RATE_LIMIT_MSG = (
+    "You've exceeded your Exa rate limit of 10 requests per second. Please slow down and try again."
+)
+_CLOUDFLARE_502 = (
+    "<!DOCTYPE html>\n<html>\n<head><title>api.exa.ai | 502: Bad gateway</title></head>\n"
+    '<body><div id="cf-wrapper"><h1>Bad gateway <span>Error code 502</span></h1>'
+    "<p>The web server reported a bad gateway error.</p>"
+    "<p>Cloudflare Ray ID: <strong>8f0c0ffee0000000</strong></p></div></body>\n</html>\n"
+)
+
+
+@dataclass
+class Fault:
+    """One injected fault, consumed in order by matching requests.
+
+    A fault matches a request when the method matches (``None`` = any) and the path (without
+    query) equals the list route ``/websets/v0/imports`` if ``path`` is ``None``, else starts
+    with ``path``. Every added fault counts the matching requests it sees from the moment it
+    is added; it lets the first ``skip`` pass, then hits the next ``times`` ones. When several
+    faults are due on the same request, the earliest added one fires (``mutate`` faults fire
+    in addition, they do not replace the reply) and the others wait for later requests.
+
+    Args:
+        kind: ``status`` (reply ``status`` with ``headers``/``body``), ``html`` (502 Cloudflare
+            HTML page), ``slow`` (sleep ``delay`` then reply normally), ``reset`` (send headers
+            and half the body, then reset the connection), ``malformed`` (200 with truncated
+            JSON), ``mutate`` (run ``fn(store)`` before serving normally).
+        method: HTTP method to match, ``None`` for any.
+        path: Path prefix to match; ``None`` = exactly the list route.
+        skip: Matching requests to let through first.
+        times: Matching requests to hit.
+        status: Status code for ``status`` (default 500; 429 gets the documented body).
+        headers: Extra reply headers, e.g. ``{"Retry-After": "2"}``.
+        body: Reply body (bytes/str sent as is, anything else JSON-encoded); a default
+            suitable for the status is used when ``None``.
+        delay: Seconds to sleep for ``slow``.
+        fn: Callback for ``mutate``.
+    """
+
+    kind: FaultKind
+    method: str | None = "GET"
+    path: str | None = None
+    skip: int = 0
+    times: int = 1
+    status: int = 500
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+    delay: float = 0.0
+    fn: Callable[[ImportStore], None] | None = None
+    seen: int = 0
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        """Return whether this fault applies to a request (ignoring skip/times)."""
+        if self.method is not None and self.method.upper() != method:
+            return False
+        if self.path is None:
+            return path.rstrip("/") == LIST_ROUTE
+        return path.startswith(self.path)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the fault has hit ``times`` requests already."""
+        return self.hits >= self.times
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Fault:
+        """Build a fault from a JSON spec (control endpoint); ``mutate`` is not allowed.
+
+        Raises:
+            ValueError: Bad spec.
+        """
+        allowed = {"kind", "method", "path", "skip", "times", "status", "headers", "body", "delay"}
+        unknown = set(spec) - allowed
+        if unknown:
+            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
+        kind = spec.get("kind")
+        if kind not in ("status", "html", "slow", "reset", "malformed"):
+            raise ValueError("kind must be one of status, html, slow, reset, malformed")
+        return cls(
+            kind=kind,
+            method=spec.get("method", "GET"),
+            path=spec.get("path"),
+            skip=int(spec.get("skip", 0)),
+            times=int(spec.get("times", 1)),
+            status=int(spec.get("status", 500)),
+            headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
+            body=spec.get("body"),
+            delay=float(spec.get("delay", 0.0)),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Return a JSON-able summary."""
+        return {
+            "kind": self.kind,
+            "method": self.method,
+            "path": self.path,
+            "skip": self.skip,
+            "times": self.times,
+            "status": self.status,
+            "delay": self.delay,
+            "seen": self.seen,
+            "hits": self.hits,
+        }
+
+
+class FaultList:
+    """Thread-safe ordered list of pending faults."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> Fault:
+        """Append a fault and return it."""
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        """Remove every pending fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def pending(self) -> list[Fault]:
+        """Return the faults that have not been used up."""
+        with self._lock:
+            return [f for f in self._faults if not f.exhausted]
+
+    def __len__(self) -> int:
+        return len(self.pending())
+
+    def take(self, method: str, path: str) -> tuple[list[Fault], Fault | None]:
+        """Register a request; return the mutate faults due and the reply fault due, if any."""
+        mutates: list[Fault] = []
+        reply: Fault | None = None
+        with self._lock:
+            if not self._faults:
+                return mutates, None
+            for fault in self._faults:
+                if fault.exhausted or not fault.matches(method, path):
+                    continue
+                fault.seen += 1
+                if fault.seen <= fault.skip:
+                    continue
+                if fault.kind == "mutate":
+                    fault.hits += 1
+                    mutates.append(fault)
+                elif reply is None:
+                    fault.hits += 1
+                    reply = fault
+                else:
+                    fault.seen -= 1  # not consumed; it will get a later request
+            self._faults = [f for f in self._faults if not f.exhausted]
+        return mutates, reply
+
+
+class EmulatorStats:
+    """Request counters: per ``"METHOD route"``, list pages served, list query strings."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.list_pages = 0
+        self.list_queries: list[str] = []
+
+    def count(self, method: str, route: str) -> None:
+        """Count one request."""
+        with self._lock:
+            self.requests[(method, route)] += 1
+
+    def list_request(self, query: str) -> None:
+        """Record the raw query string of a list request."""
+        with self._lock:
+            self.list_queries.append(query)
+
+    def page_served(self) -> None:
+        """Count one successful list page."""
+        with self._lock:
+            self.list_pages += 1
+
+    def reset(self) -> None:
+        """Zero all counters."""
+        with self._lock:
+            self.requests.clear()
+            self.list_pages = 0
+            self.list_queries = []
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-able copy."""
+        with self._lock:
+            return {
+                "requests": {f"{m} {r}": n for (m, r), n in sorted(self.requests.items())},
+                "list_pages": self.list_pages,
+                "list_queries": list(self.list_queries),
+            }
+
+
+class _Reply(Exception):
+    """Raised inside a handler to send an error reply."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+def _request_id() -> str:
+    return secrets.token_hex(16)
+
+
+def _bad_request(messages: list[str] | str) -> _Reply:
+    # NestJS ValidationPipe shape (reference §5.2 item 1 family).
+    return _Reply(400, {"statusCode": 400, "message": messages, "error": "Bad Request"})
+
+
+def _not_found(message: str, path: str) -> _Reply:
+    # Recorded shape, `path` without the `/websets` prefix (reference §5.2 item 1).
+    return _Reply(
+        404,
+        {
+            "statusCode": 404,
+            "timestamp": iso_ms(time.time_ns() // 1_000_000),
+            "message": message,
+            "error": "Not Found",
+            "path": path,
+        },
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_metadata(value: Any, errors: list[str]) -> None:
+    if not isinstance(value, dict):
+        errors.append("metadata must be an object")
+        return
+    for key, item in value.items():
+        if not isinstance(item, str):
+            errors.append(f"metadata.{key} must be a string")
+        elif len(item) > 1000:
+            errors.append(f"metadata.{key} must be shorter than or equal to 1000 characters")
+
+
+def validate_create(body: Any) -> list[str]:
+    """Validate a ``CreateImportParameters`` body (reference §3.2, §3.4).
+
+    Optional fields sent as ``null`` count as absent (class-validator ``@IsOptional``).
+
+    Returns:
+        class-validator-style messages; empty when valid.
+    """
+    if not isinstance(body, dict):
+        return ["request body must be an object"]
+    errors: list[str] = []
+    allowed = {"size", "count", "format", "entity", "title", "metadata", "csv"}
+    errors.extend(f"property {k} should not exist" for k in body if k not in allowed)
+    for name in ("size", "count"):
+        value = body.get(name)
+        if value is None:
+            errors.append(f"{name} should not be empty")
+        elif not _is_number(value):
+            errors.append(f"{name} must be a number conforming to the specified constraints")
+        elif value < 0:
+            errors.append(f"{name} must not be less than 0")
+    size: Any = body.get("size")
+    if _is_number(size) and size > _MAX_SIZE:
+        errors.append(f"size must not be greater than {_MAX_SIZE}")
+    if body.get("format") != "csv":
+        errors.append("format must be one of the following values: csv")
+    entity = body.get("entity")
+    if not isinstance(entity, dict):
+        errors.append("entity must be an object")
+    else:
+        etype = entity.get("type")
+        if etype not in ENTITY_TYPES:
+            errors.append(
+                "entity.type must be one of the following values: " + ", ".join(ENTITY_TYPES)
+            )
+        extra = set(entity) - ({"type", "description"} if etype == "custom" else {"type"})
+        errors.extend(f"property entity.{k} should not exist" for k in sorted(extra))
+        if etype == "custom":
+            desc = entity.get("description")
+            if not isinstance(desc, str):
+                errors.append("entity.description must be a string")
+            elif not 2 <= len(desc) <= 200:
+                errors.append(
+                    "entity.description must be longer than or equal to 2 characters"
+                    if len(desc) < 2
+                    else "entity.description must be shorter than or equal to 200 characters"
+                )
+    title = body.get("title")
+    if title is not None and not isinstance(title, str):
+        errors.append("title must be a string")
+    if body.get("metadata") is not None:
+        _check_metadata(body["metadata"], errors)
+    csv_cfg = body.get("csv")
+    if csv_cfg is not None:
+        if not isinstance(csv_cfg, dict):
+            errors.append("csv must be an object")
+        else:
+            errors.extend(
+                f"property csv.{k} should not exist" for k in csv_cfg if k != "identifier"
+            )
+            ident = csv_cfg.get("identifier")
+            if ident is not None and (
+                not isinstance(ident, int) or isinstance(ident, bool) or ident < 0
+            ):
+                errors.append("csv.identifier must be an integer number not less than 0")
+    return errors
+
+
+def validate_update(body: Any) -> list[str]:
+    """Validate an ``UpdateImport`` PATCH body (reference §3.6); unknown fields are errors."""
+    if not isinstance(body, dict):
+        return ["request body must be an object"]
+    errors = [f"property {k} should not exist" for k in body if k not in ("title", "metadata")]
+    title = body.get("title")
+    if title is not None and not isinstance(title, str):
+        errors.append("title must be a string")
+    if body.get("metadata") is not None:
+        _check_metadata(body["metadata"], errors)
+    return errors
+
+
+def _parse_limit(values: list[str] | None) -> int:
+    if values is None:
+        return 25
+    if len(values) != 1 or not values[0].isascii() or not values[0].isdigit():
+        raise _bad_request(
+            [
+                "limit must not be greater than 200",
+                "limit must not be less than 1",
+                "limit must be an integer number",
+            ]
+        )
+    limit = int(values[0])
+    if limit < 1:
+        raise _bad_request(["limit must not be less than 1"])
+    if limit > 200:
+        raise _bad_request(["limit must not be greater than 200"])
+    return limit
+
+
+def _parse_cursor(values: list[str] | None) -> str | None:
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise _bad_request(["cursor must be a string"])
+    cursor = values[0]
+    if not cursor:
+        raise _bad_request(["cursor must be longer than or equal to 1 characters"])
+    if not is_ulid(cursor):
+        raise _bad_request(["cursor is invalid"])
+    return cursor
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    emulator: Emulator
+
+    def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.connections: set[socket.socket] = set()
+        self.conn_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Request handler; all logic lives in the owning :class:`Emulator`."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "exa-emulator"
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.conn_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.conn_lock:
+            self.server.connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def address_string(self) -> str:
+        """Return the client IP without a reverse DNS lookup."""
+        return str(self.client_address[0])
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log at DEBUG through :mod:`logging` instead of writing to stderr."""
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        """Dispatch GET."""
+        self.server.emulator.handle(self)
+
+    do_POST = do_PATCH = do_DELETE = do_PUT = do_HEAD = do_OPTIONS = do_GET
+
+    # ---------------------------------------------------------------- writing
+
+    def reply(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = _JSON,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Write a whole response with one socket write."""
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
+        head = [f"HTTP/1.1 {status} {reason}"]
+        if content_type:
+            head.append(f"Content-Type: {content_type}")
+        head.append(f"Content-Length: {len(body)}")
+        for name, value in (headers or {}).items():
+            head.append(f"{name}: {value}")
+        if self.close_connection:
+            head.append("Connection: close")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        if self.command != "HEAD":
+            data += body
+        self.wfile.write(data)
+        logger.debug('"%s" %d %d', self.requestline, status, len(body))
+
+    def reply_json(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
+        """Write ``obj`` as JSON."""
+        body = obj if isinstance(obj, bytes) else orjson.dumps(obj)
+        self.reply(status, body, _JSON, headers)
+
+    def reset_midway(self, body: bytes) -> None:
+        """Send headers with the full Content-Length and half the body, then send an RST."""
+        head = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: {_JSON}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode("latin-1")
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.wfile.write(head + body[: max(1, len(body) // 2)])
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+
+
+class Emulator:
+    """The emulated Exa Websets Imports API server.
+
+    Args:
+        api_key: The one valid API key.
+        imports: Imports to seed (deterministic for a given ``seed``).
+        seed: Seed of the store's random generator.
+        host: Interface to bind.
+        port: Port to bind; 0 picks a free one (see :attr:`base_url`).
+        quirk_last_page: Reproduce the recorded ``hasMore: true, nextCursor: null`` on the
+            last list page (reference §2 / §8 item 3); ``False`` answers ``hasMore: false``.
+        no_credits_keys: Keys that authenticate but are out of credits (402).
+        store: Use this store instead of building one from ``imports``/``seed``.
+
+    Example:
+        >>> with Emulator(api_key="k", imports=10) as emu:  # doctest: +SKIP
+        ...     requests.get(emu.base_url + "/websets/v0/imports", headers={"x-api-key": "k"})
+    """
+
+    def __init__(
+        self,
+        api_key: str = "test-key",
+        imports: int = 0,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        quirk_last_page: bool = True,
+        no_credits_keys: tuple[str, ...] | list[str] | set[str] | frozenset[str] = (),
+        store: ImportStore | None = None,
+    ) -> None:
+        self.api_key = api_key
+        self.host = host
+        self.port = port
+        self.quirk_last_page = quirk_last_page
+        self.no_credits_keys = frozenset(no_credits_keys)
+        self.store = store if store is not None else ImportStore(seed=seed, imports=imports)
+        self.faults = FaultList()
+        self.stats = EmulatorStats()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> Emulator:
+        """Bind and serve in a background thread; return ``self``."""
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self.port), self)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"exa-emulator-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        logger.info("exa emulator serving on %s", self.base_url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop open keep-alive connections."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with server.conn_lock:
+            conns = list(server.connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        logger.info("exa emulator stopped")
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` (the real port once started)."""
+        return f"http://{self.host}:{self.port}"
+
+    # ---------------------------------------------------------------- helpers for tests
+
+    def inject(self, kind: FaultKind, **kwargs: Any) -> Fault:
+        """Shortcut for ``emu.faults.add(Fault(kind, **kwargs))``."""
+        return self.faults.add(Fault(kind, **kwargs))
+
+    def reset_stats(self) -> None:
+        """Zero the request counters."""
+        self.stats.reset()
+
+    def upload_url(self, import_id: str) -> str:
+        """Return the presigned upload URL of an import (as returned by create)."""
+        token = self.store.upload_token(import_id) or ""
+        return (
+            f"{self.base_url}/_uploads/{import_id}.csv"
+            f"?X-Amz-Expires=3600&X-Amz-Signature={token}&x-id=PutObject"
+        )
+
+    # ---------------------------------------------------------------- dispatch
+
+    def handle(self, h: _Handler) -> None:
+        """Serve one request (called by the handler thread)."""
+        method = h.command
+        split = urlsplit(h.path)
+        path = split.path
+        query = split.query
+        try:
+            length = int(h.headers.get("Content-Length") or 0)
+        except ValueError:
+            h.close_connection = True
+            h.reply(400, orjson.dumps({"statusCode": 400, "message": "Bad Content-Length"}))
+            return
+        body = h.rfile.read(length) if length > 0 else b""
+        route = self._route_name(path)
+        self.stats.count(method, route)
+        if route == LIST_ROUTE and method == "GET":
+            self.stats.list_request(query)
+        mutates, fault = self.faults.take(method, path)
+        for m in mutates:
+            if m.fn is not None:
+                m.fn(self.store)
+        if fault is not None and self._apply_fault(h, fault, method, path, query, body):
+            return
+        try:
+            status, payload, ctype, headers = self._serve(method, path, query, body, h)
+        except _Reply as err:
+            status, payload, ctype, headers = err.status, _encode(err.body), _JSON, {}
+        except Exception:  # pragma: no cover - defensive
+            logger.exception("emulator error on %s %s", method, h.path)
+            status, payload, ctype, headers = (
+                500,
+                orjson.dumps({"statusCode": 500, "message": "Internal server error"}),
+                _JSON,
+                {},
+            )
+        if fault is not None and fault.kind == "reset":
+            h.reset_midway(payload)
+            return
+        if fault is not None and fault.kind == "malformed":
+            payload = payload[: max(1, len(payload) // 2)] if len(payload) > 2 else b'{"data":['
+            status = 200
+        h.reply(status, payload, ctype, headers)
+
+    @staticmethod
+    def _route_name(path: str) -> str:
+        if path.startswith(_IMPORTS):
+            rest = path[len(_IMPORTS) :].strip("/")
+            return LIST_ROUTE if not rest else _IMPORTS + "/{id}"
+        if path.startswith("/_uploads/"):
+            return "/_uploads/{id}"
+        if path.startswith("/_emulator/"):
+            return path
+        return "other"
+
+    def _apply_fault(
+        self, h: _Handler, fault: Fault, method: str, path: str, query: str, body: bytes
+    ) -> bool:
+        """Apply a fault; return True when the reply has been sent already."""
+        logger.debug("fault %s on %s %s", fault.kind, method, path)
+        if fault.kind == "slow":
+            time.sleep(fault.delay)
+            return False
+        if fault.kind == "html":
+            status = fault.status if fault.status != 500 else 502
+            text = fault.body if fault.body is not None else _CLOUDFLARE_502
+            h.reply(status, _encode(text), "text/html", fault.headers)
+            return True
+        if fault.kind == "status":
+            default: Any
+            if fault.status == 429:
+                default = {"error": _RATE_LIMIT_MSG}
+            elif fault.status == 401:
+                default = {
+                    "requestId": _request_id(),
+                    "error": "Invalid API key",
+                    "tag": "INVALID_API_KEY",
+                }
+            else:
+                phrase = _phrase(fault.status)
+                default = {
+                    "statusCode": fault.status,
+                    "timestamp": iso_ms(time.time_ns() // 1_000_000),
+                    "message": phrase,
+                    "error": phrase,
+                    "path": path.removeprefix("/websets"),
+                }
+            payload = _encode(fault.body if fault.body is not None else default)
+            h.reply(fault.status, payload, _JSON, fault.headers)
+            return True
+        return False  # reset / malformed / mutate act on the normal reply
+
+    # ---------------------------------------------------------------- routes
+
+    def _serve(
+        self, method: str, path: str, query: str, body: bytes, h: _Handler
+    ) -> tuple[int, bytes, str, Mapping[str, str]]:
+        if path.startswith("/websets/"):
+            self._auth(h)
+            api_path = path.removeprefix("/websets")
+            if path.rstrip("/") == _IMPORTS:
+                if method == "GET":
+                    return 200, self._list(query), _JSON, {}
+                if method == "POST":
+                    return 201, self._create(body), _JSON, {}
+            elif path.startswith(_IMPORTS + "/"):
+                import_id = path[len(_IMPORTS) + 1 :].rstrip("/")
+                if "/" not in import_id and import_id:
+                    if method == "GET":
+                        return 200, self._get(import_id, api_path), _JSON, {}
+                    if method == "PATCH":
+                        return 200, self._update(import_id, api_path, body), _JSON, {}
+                    if method == "DELETE":
+                        return 200, self._delete(import_id, api_path), _JSON, {}
+            raise _not_found(f"Cannot {method} {api_path}", api_path)
+        if path.startswith("/_uploads/") and method == "PUT":
+            return self._upload(path, query, body)
+        if path.startswith("/_emulator/"):
+            return 200, self._control(method, path, body), _JSON, {}
+        raise _not_found(f"Cannot {method} {path}", path)
+
+    def _auth(self, h: _Handler) -> None:
+        """Check the API key (reference §1, §5.2, §8 item 5).
+
+        ``x-api-key`` wins over ``Authorization: Bearer``. Missing key → 401 with the
+        documented general error form (the real missing-key reply is UNCONFIRMED); wrong key
+        → 400 ``x-api-key header is invalid`` (recorded real behaviour); out of credits → 402.
+        """
+        key = h.headers.get("x-api-key")
+        if key is None:
+            auth = h.headers.get("Authorization") or ""
+            if auth[:7].lower() == "bearer ":
+                key = auth[7:].strip()
+        if not key:
+            raise _Reply(
+                401,
+                {
+                    "requestId": _request_id(),
+                    "error": "Missing API key: send the x-api-key header",
+                    "tag": "INVALID_API_KEY",
+                },
+            )
+        if key in self.no_credits_keys:
+            raise _Reply(
+                402,
+                {
+                    "requestId": _request_id(),
+                    "error": "You have run out of credits",
+                    "tag": "NO_MORE_CREDITS",
+                },
+            )
+        if key != self.api_key:
+            raise _Reply(400, {"requestId": _request_id(), "error": "x-api-key header is invalid"})
+
+    def _list(self, query: str) -> bytes:
+        params = parse_qs(query, keep_blank_values=True)
+        limit = _parse_limit(params.get("limit"))
+        cursor = _parse_cursor(params.get("cursor"))
+        page = self.store.page(cursor, limit, self.quirk_last_page)
+        self.stats.page_served()
+        return page.to_json()
+
+    def _create(self, body: bytes) -> bytes:
+        params = _parse_json(body)
+        errors = validate_create(params)
+        if errors:
+            raise _bad_request(errors)
+        csv_cfg = params.get("csv") or {}
+        obj = self.store.create(
+            params["entity"],
+            title=params.get("title"),
+            metadata=params.get("metadata"),
+            count=params["count"],
+            size=params["size"],
+            csv_identifier=csv_cfg.get("identifier"),
+        )
+        valid_until = self.store.upload_valid_until_ms(obj["id"]) or 0
+        obj["uploadUrl"] = self.upload_url(obj["id"])
+        obj["uploadValidUntil"] = iso_ms(valid_until)
+        return orjson.dumps(obj)
+
+    def _get(self, import_id: str, api_path: str) -> bytes:
+        raw = self.store.get_bytes(import_id)
+        if raw is None:
+            raise _not_found("Import not found", api_path)
+        return raw
+
+    def _update(self, import_id: str, api_path: str, body: bytes) -> bytes:
+        params = _parse_json(body) if body.strip() else {}
+        errors = validate_update(params)
+        if errors:
+            raise _bad_request(errors)
+        try:
+            obj = self.store.update(
+                import_id, title=params.get("title"), metadata=params.get("metadata")
+            )
+        except ImportNotFoundError:
+            raise _not_found("Import not found", api_path) from None
+        return orjson.dumps(obj)
+
+    def _delete(self, import_id: str, api_path: str) -> bytes:
+        try:
+            return orjson.dumps(self.store.delete(import_id))
+        except ImportNotFoundError:
+            raise _not_found("Import not found", api_path) from None
+
+    def _upload(
+        self, path: str, query: str, body: bytes
+    ) -> tuple[int, bytes, str, Mapping[str, str]]:
+        """Presigned S3-style PUT (reference §3.5): signature checked, no API key."""
+        name = path.removeprefix("/_uploads/")
+        import_id = name.removesuffix(".csv")
+        params = parse_qs(query, keep_blank_values=True)
+        signature = (params.get("X-Amz-Signature") or [""])[0]
+        token = self.store.upload_token(import_id)
+        if token is None or not secrets.compare_digest(signature, token):
+            return (
+                403,
+                _s3_error(
+                    "SignatureDoesNotMatch",
+                    "The request signature we calculated "
+                    "does not match the signature you provided.",
+                ),
+                "application/xml",
+                {},
+            )
+        valid_until = self.store.upload_valid_until_ms(import_id) or 0
+        if self.store.clock.now_ms() > valid_until:
+            return 403, _s3_error("AccessDenied", "Request has expired"), "application/xml", {}
+        try:
+            self.store.upload(import_id, body)
+        except ImportNotFoundError:
+            return (
+                404,
+                _s3_error("NoSuchKey", "The specified key does not exist."),
+                "application/xml",
+                {},
+            )
+        return 200, b"", "", {}
+
+    def _control(self, method: str, path: str, body: bytes) -> bytes:
+        """Control endpoints (no auth; loopback test tool)."""
+        params: Any = _parse_json(body) if body.strip() else {}
+        if not isinstance(params, dict):
+            raise _bad_request(["request body must be an object"])
+        if path == "/_emulator/stats" and method == "GET":
+            return orjson.dumps(self.stats.as_dict())
+        if path == "/_emulator/stats" and method == "DELETE":
+            self.reset_stats()
+            return orjson.dumps({"ok": True})
+        if path == "/_emulator/imports" and method == "GET":
+            return self.store.snapshot_json()
+        if path == "/_emulator/faults":
+            if method == "POST":
+                try:
+                    fault = self.faults.add(Fault.from_spec(params))
+                except (ValueError, TypeError) as err:
+                    raise _bad_request([str(err)]) from None
+                return orjson.dumps(fault.describe())
+            if method == "DELETE":
+                self.faults.clear()
+                return orjson.dumps({"ok": True})
+            if method == "GET":
+                return orjson.dumps([f.describe() for f in self.faults.pending()])
+        if path == "/_emulator/mutate" and method == "POST":
+            allowed = {"update", "create", "delete", "advance", "seed"}
+            if set(params) - allowed or not all(isinstance(v, int) for v in params.values()):
+                raise _bad_request([f"body keys must be integers among {sorted(allowed)}"])
+            return orjson.dumps(self.store.mutate(**params))
+        if path == "/_emulator/clock" and method in ("POST", "GET"):
+            if "advance" in params:
+                self.store.clock.advance(float(params["advance"]))
+            if "set" in params:
+                try:
+                    self.store.clock.set(str(params["set"]))
+                except ValueError:
+                    raise _bad_request(["set must be an ISO-8601 timestamp"]) from None
+            return orjson.dumps({"now": iso_ms(self.store.clock.now_ms())})
+        raise _not_found(f"Cannot {method} {path}", path)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _encode(body: Any) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return orjson.dumps(body)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        # NestJS body-parser error: message is a string, not a list.
+        raise _Reply(
+            400,
+            {
+                "statusCode": 400,
+                "message": f"Unexpected token in JSON: {err}",
+                "error": "Bad Request",
+            },
+        ) from None
+
+
+def _s3_error(code: str, message: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        f"<RequestId>{secrets.token_hex(8).upper()}</RequestId></Error>"
+    ).encode()

@@ -1,0 +1,171 @@
+"""Shared fixtures: the emulator on a free port, and a fresh destination per test.
+
+End-to-end tests take the ``target`` fixture, which runs them once on a temporary DuckDB file
+and once on a fresh PostgreSQL schema (dropped afterwards). Under CI (``CI=true``) a missing
+PostgreSQL server fails the run; elsewhere the PostgreSQL leg is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
+
+import dlt
+
+from exa_source.emulator import Emulator
+from exa_source.pipeline import make_pipeline, run_load
+
+KEY = "test-key-0123456789abcdef"
+PG_DSN = os.environ.get("EXA_TEST_POSTGRES", "postgresql://postgres:unused@127.0.0.1:5432/test")
+
+
+def postgres_available() -> str | None:
+    """Return None when the test PostgreSQL answers, else why not."""
+    try:
+        import psycopg2
+
+        psycopg2.connect(PG_DSN, connect_timeout=3).close()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """An emulator with 1,000 seeded imports on a free loopback port."""
+    with Emulator(api_key=KEY, imports=1_000).start() as emu:
+        yield emu
+
+
+@dataclass
+class Target:
+    """Where a test loads: a destination name plus what a pipeline needs to reach it."""
+
+    destination: str
+    dataset: str
+    duckdb_path: str | None
+    pipelines_dir: str
+    pipeline_name: str
+
+    def pipeline(self, pipelines_dir: str | None = None) -> dlt.Pipeline:
+        """Create (or attach to) the test's pipeline; a new ``pipelines_dir`` = a new worker."""
+        return make_pipeline(
+            self.destination,
+            self.duckdb_path,
+            self.dataset,
+            pipeline_name=self.pipeline_name,
+            pipelines_dir=pipelines_dir or self.pipelines_dir,
+        )
+
+    def load(self, emu: Emulator, **kwargs: Any) -> Any:
+        """Run one load from ``emu`` into this target; returns the LoadSummary."""
+        pipeline = kwargs.pop("pipeline", None) or self.pipeline()
+        kwargs.setdefault("api_key", KEY)
+        return run_load(pipeline, base_url=emu.base_url, **kwargs)
+
+    def rows(self, sql: str = "select * from {table} order by id") -> list[dict[str, Any]]:
+        """Query the dataset; ``{table}`` is the qualified imports table."""
+        pipeline = self.pipeline()
+        with pipeline.sql_client() as client:
+            table = client.make_qualified_table_name("imports")
+            with client.execute_query(sql.format(table=table)) as cursor:
+                names = [d[0] for d in cursor.description]
+                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    """A fresh destination: a temporary DuckDB file, or a new PostgreSQL schema."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    if request.param == "postgres":
+        why = postgres_available()
+        if why:
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(f"PostgreSQL is required under CI and is not reachable: {why}")
+            pytest.skip(
+                f"PostgreSQL not reachable ({why}); start it or set EXA_TEST_POSTGRES to a DSN"
+            )
+        os.environ["DESTINATION__POSTGRES__CREDENTIALS"] = PG_DSN
+        t = Target("postgres", name, None, str(tmp_path / "pipelines"), name)
+        yield t
+        import psycopg2
+
+        with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
+            cur.execute(f'drop schema if exists "{name}" cascade')
+            cur.execute(f'drop schema if exists "{name}_staging" cascade')
+        return
+    yield Target(
+        "duckdb", "exa_websets", str(tmp_path / "exa.duckdb"), str(tmp_path / "pipelines"), name
+    )
+
+
+def _ts(value: Any) -> str | None:
+    """Render a timestamp (datetime or API string) as ISO UTC with milliseconds."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def canonical_api(record: dict[str, Any]) -> dict[str, Any]:
+    """An API Import as a comparable row."""
+    entity = record.get("entity") or {}
+    return {
+        "id": record["id"],
+        "status": record["status"],
+        "format": record["format"],
+        "entity__type": entity.get("type"),
+        "entity__description": entity.get("description"),
+        "title": record["title"],
+        "count": int(record["count"]) if record["count"] is not None else None,
+        "metadata": record["metadata"],
+        "failed_reason": record["failedReason"],
+        "failed_message": record["failedMessage"],
+        "failed_at": _ts(record["failedAt"]),
+        "created_at": _ts(record["createdAt"]),
+        "updated_at": _ts(record["updatedAt"]),
+    }
+
+
+def canonical_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A destination row as a comparable row."""
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "format": row["format"],
+        "entity__type": row["entity__type"],
+        "entity__description": row["entity__description"],
+        "title": row["title"],
+        "count": row["count"],
+        "metadata": _json(row["metadata"]),
+        "failed_reason": row["failed_reason"],
+        "failed_message": row["failed_message"],
+        "failed_at": _ts(row["failed_at"]),
+        "created_at": _ts(row["created_at"]),
+        "updated_at": _ts(row["updated_at"]),
+    }
+
+
+def assert_equals_emulator(target: Target, emu: Emulator) -> None:
+    """The destination table holds exactly the emulator's imports, field for field."""
+    expected = sorted((canonical_api(r) for r in emu.store.snapshot()), key=lambda r: r["id"])
+    actual = [canonical_row(r) for r in target.rows()]
+    assert len(actual) == len({r["id"] for r in actual}), "duplicate ids in the destination"
+    assert [r["id"] for r in actual] == [r["id"] for r in expected]
+    assert actual == expected
