@@ -16,8 +16,10 @@ from dlt.common.destination.reference import AnyDestination
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from exa_source import settings
+from exa_source.deletions import apply_deletions
 from exa_source.helpers import ExaConfigError, ExaError
 from exa_source.source import exa_websets_source
+from exa_source.warehouse import create_views, drop_views
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ class LoadSummary:
     Attributes:
         rows_loaded: import rows new or changed since the last run, written to the table.
         rows_read: import rows read from the API (every run scans them all).
+        rows_deleted: imports found deleted upstream by this run's complete scan (soft- or
+            hard-deleted in the destination according to the deletion policy).
         pages: list pages read.
         requests: HTTP attempts, retries included.
         retried: attempts answered 429 or 5xx.
@@ -40,6 +44,7 @@ class LoadSummary:
 
     rows_loaded: int
     rows_read: int
+    rows_deleted: int
     pages: int
     requests: int
     retried: int
@@ -137,6 +142,7 @@ def run_load(
     page_size: int | None = None,
     initial_updated_at: str | None = None,
     lag_seconds: float | None = None,
+    deletions: str | None = None,
     full_refresh: bool = False,
 ) -> LoadSummary:
     """Run one load of the ``exa`` source into ``pipeline``.
@@ -160,9 +166,12 @@ def run_load(
         "page_size": page_size,
         "initial_updated_at": initial_updated_at,
         "lag_seconds": lag_seconds,
+        "deletions": deletions,
     }
     source = exa_websets_source(api_key=key, **{k: v for k, v in options.items() if v is not None})
     started = time.monotonic()
+    if full_refresh:
+        drop_views(pipeline)  # PostgreSQL: the views would block dlt's drop of `imports`
     try:
         info = pipeline.run(
             source,
@@ -173,6 +182,8 @@ def run_load(
         if isinstance(inner, ExaError):
             raise inner from None
         raise
+    create_views(pipeline)
+    rows_deleted = apply_deletions(pipeline)
     seconds = time.monotonic() - started
     trace = pipeline.last_trace
     normalize = trace.last_normalize_info if trace else None
@@ -187,6 +198,7 @@ def run_load(
     summary = LoadSummary(
         rows_loaded=rows_loaded,
         rows_read=scan.get("rows", 0),
+        rows_deleted=rows_deleted,
         pages=scan.get("pages", 0),
         requests=scan.get("requests", 0),
         retried=scan.get("retried", 0),

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.schema.typing import TColumnSchema, TTableSchemaColumns
 
+from exa_source import settings
 from exa_source.helpers import ExaError
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -106,6 +107,11 @@ COLUMNS: tuple[Column, ...] = (
         "2025-11-23 17:16:04.403+00",
         "updatedAt",
         False,
+    ),
+    _ts(
+        "When exa-source found the import gone from the API (soft delete); null while it exists.",
+        "2026-11-28 16:40:00.000+00",
+        settings.DELETED_AT_COLUMN,
     ),
 )
 
@@ -200,7 +206,9 @@ def page_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     arrays: list[pa.Array] = []
     for column in COLUMNS:
         name = column.name
-        if name == "metadata":
+        if name == settings.DELETED_AT_COLUMN:
+            arrays.append(pa.nulls(len(rows), TIMESTAMP))  # live: the API only lists live imports
+        elif name == "metadata":
             arrays.append(_metadata(rows))
         elif name.startswith("entity__"):
             arrays.append(pc.struct_field(entity, name.removeprefix("entity__")))

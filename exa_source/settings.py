@@ -40,6 +40,12 @@ DATASET_NAME: Final = "exa_websets"
 DEFAULT_DUCKDB_FILE: Final = "exa.duckdb"
 IMPORTS_TABLE: Final = "imports"
 
+#: Column stamped when an import disappears from the API (soft-delete policy); null while live.
+DELETED_AT_COLUMN: Final = "_exa_deleted_at"
+#: What to do with imports deleted in Exa: "soft" keeps the row and stamps DELETED_AT_COLUMN
+#: (history survives, BI filters on it), "hard" deletes the row, "off" does nothing.
+DEFAULT_DELETIONS: Final = "soft"
+
 #: Environment variable many Exa users already have (the SDKs read it too).
 API_KEY_ENV: Final = "EXA_API_KEY"
 

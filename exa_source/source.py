@@ -21,6 +21,7 @@ import dlt
 import pyarrow as pa
 from dlt.extract.resource import DltResource
 
+from exa_source import deletions as _deletions
 from exa_source import settings
 from exa_source.helpers import ExaConfigError, ExaRESTClient
 from exa_source.schema import COLUMN_HINTS, page_to_table
@@ -115,6 +116,7 @@ def validate_page_size(page_size: int) -> int:
 def _imports(
     client: ExaRESTClient,
     page_size: int,
+    deletion_policy: _deletions.DeletionPolicy,
     updated_at: dlt.sources.incremental[datetime] = dlt.sources.incremental(  # noqa: B008
         settings.CURSOR_FIELD, initial_value=EPOCH
     ),
@@ -129,25 +131,36 @@ def _imports(
     dlt then cannot see the annotation, so without a default it silently ignores the argument
     and loads every row on every run.
 
-    After the last page, records the scan's counters in the resource state (committed with the
-    load, shown by ``dlt pipeline exa_websets info``).
+    After the last page (a complete scan), records in the resource state the scan's counters
+    (shown by ``dlt pipeline exa_websets info``) and the ids deleted upstream (see
+    :mod:`exa_source.deletions`); the state is committed with the load.
     """
     stats = client.stats
     rows = 0
     batch: list[dict[str, Any]] = []
+    seen: list[pa.ChunkedArray] = []
     next_log = time.monotonic() + settings.PROGRESS_EVERY_SECONDS
     for page in client.pages(settings.IMPORTS_PATH, page_size):
         rows += len(page)
         batch.extend(page)
         if len(batch) >= settings.ROWS_PER_TABLE:
-            yield page_to_table(batch)
+            table = page_to_table(batch)
+            seen.append(table.column("id"))
+            yield table
             batch = []
         if time.monotonic() >= next_log:
             logger.info("imports: %d rows read in %d pages so far", rows, stats.pages)
             next_log = time.monotonic() + settings.PROGRESS_EVERY_SECONDS
     if batch:
-        yield page_to_table(batch)
-    dlt.current.resource_state()["last_scan"] = {
+        table = page_to_table(batch)
+        seen.append(table.column("id"))
+        yield table
+    state = dlt.current.resource_state()
+    if deletion_policy != "off":
+        state["deletions"] = _deletions.record(deletion_policy, _deletions.find_deleted(seen))
+    else:
+        state.pop("deletions", None)
+    state["last_scan"] = {
         "rows": rows,
         "pages": stats.pages,
         "requests": stats.requests,
@@ -164,6 +177,7 @@ def exa_websets_source(
     page_size: int = settings.DEFAULT_PAGE_SIZE,
     initial_updated_at: str | None = None,
     lag_seconds: float = settings.DEFAULT_LAG_SECONDS,
+    deletions: str = settings.DEFAULT_DELETIONS,
 ) -> DltResource:
     """Exa Websets: the ``imports`` resource, incremental on ``updatedAt``, merged on ``id``.
 
@@ -174,6 +188,9 @@ def exa_websets_source(
         initial_updated_at: backfill start: only imports updated at or after it are loaded.
         lag_seconds: re-read window before the last run's highest ``updatedAt`` that catches
             late commits; 0 disables it.
+        deletions: imports deleted in Exa: ``soft`` (stamp ``_exa_deleted_at``, keep the row),
+            ``hard`` (delete the row) or ``off``. Applied after a successful load of a complete
+            scan by :func:`exa_source.deletions.apply_deletions`.
 
     Returns:
         The ``imports`` resource.
@@ -190,6 +207,7 @@ def exa_websets_source(
     validate_page_size(page_size)
     if lag_seconds < 0:
         raise ExaConfigError(f"lag_seconds={lag_seconds} must be 0 or more")
+    policy = _deletions.validate_policy(deletions)
     start = parse_timestamp(initial_updated_at) if initial_updated_at else EPOCH
     client = ExaRESTClient(base_url, api_key)
     resource: DltResource = dlt.resource(
@@ -198,9 +216,15 @@ def exa_websets_source(
         primary_key="id",
         write_disposition={"disposition": "merge", "strategy": "delete-insert"},
         columns=COLUMN_HINTS,
+        # New API fields add columns; a type change fails the run at extract, before anything
+        # is written. With the default ("evolve"), dlt retypes the column in its schema only,
+        # and the load then fails on the destination (PostgreSQL: retried as a transient
+        # error, leaving a pending package that blocks later runs).
+        schema_contract={"tables": "evolve", "columns": "evolve", "data_type": "freeze"},
     )(
         client,
         page_size,
+        policy,
         updated_at=dlt.sources.incremental[datetime](
             settings.CURSOR_FIELD, initial_value=start, lag=lag_seconds or None
         ),
