@@ -1,4 +1,4 @@
-"""Command line: ``exa-source load | demo | emulator`` (also ``python -m exa_source``)."""
+"""Command line: ``exa-source load | report | dictionary | demo | emulator``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ EXIT_FAILED = 1
 DEMO_IMPORTS = 2_000
 DEMO_DUCKDB_FILE = "exa_demo.duckdb"
 DEMO_PIPELINE = "exa_websets_demo"
+REPORT_DAYS = 14
 
 
 def _defaults_for_cli() -> None:
@@ -89,9 +90,38 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"re-read window for late commits (default {settings.DEFAULT_LAG_SECONDS:.0f})",
     )
     load.add_argument(
+        "--deletions",
+        choices=("soft", "hard", "off"),
+        default=None,
+        help="imports deleted in Exa: soft (default: stamp _exa_deleted_at, keep the row),"
+        " hard (delete the row) or off",
+    )
+    load.add_argument(
         "--full-refresh",
         action="store_true",
         help="drop the table and the incremental state, then load everything again",
+    )
+
+    report = commands.add_parser(
+        "report", help="print the BI views of an existing load (and optionally a PNG chart)"
+    )
+    _add_target_options(report, settings.DEFAULT_DUCKDB_FILE)
+    report.add_argument(
+        "--days",
+        type=int,
+        default=REPORT_DAYS,
+        help=f"show the last N days of import_daily (default {REPORT_DAYS}; 0 = all)",
+    )
+    report.add_argument("--chart", default=None, metavar="PATH", help="also write a PNG chart")
+
+    dictionary = commands.add_parser(
+        "dictionary", help="print the data dictionary (markdown) generated from the dlt schema"
+    )
+    dictionary.add_argument(
+        "--check",
+        default=None,
+        metavar="README",
+        help="exit 1 if the dictionary block of this file differs from the generated one",
     )
 
     demo = commands.add_parser(
@@ -113,6 +143,7 @@ def _print_summary(summary: LoadSummary) -> None:
         f" (read {summary.rows_read:,} in {summary.pages:,} pages, {summary.requests:,} requests,"
         f" {summary.retried:,} retried) into {summary.destination} dataset {summary.dataset}"
         f" in {summary.seconds:.1f} s"
+        + (f"; {summary.rows_deleted:,} deleted in Exa" if summary.rows_deleted else "")
     )
 
 
@@ -128,9 +159,62 @@ def _load(args: argparse.Namespace) -> int:
         page_size=args.page_size,
         initial_updated_at=args.initial_updated_at,
         lag_seconds=args.lag_seconds,
+        deletions=args.deletions,
         full_refresh=args.full_refresh,
     )
     _print_summary(summary)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dlt.destinations.exceptions import DatabaseUndefinedRelation
+
+    from exa_source.helpers import ExaConfigError
+    from exa_source.pipeline import make_pipeline
+    from exa_source.report import format_table
+    from exa_source.warehouse import CURRENT_VIEW, DAILY_VIEW, STATUS_VIEW, summary, write_chart
+
+    if args.destination == "duckdb" and not Path(args.duckdb_path).exists():
+        raise ExaConfigError(f"no DuckDB file {args.duckdb_path}: run `exa-source load` first")
+    pipeline = make_pipeline(
+        args.destination, args.duckdb_path, args.dataset, pipelines_dir=args.pipelines_dir
+    )
+    try:
+        results = summary(pipeline)
+    except DatabaseUndefinedRelation:
+        raise ExaConfigError(
+            f"no BI views in {args.destination} dataset {args.dataset!r}: run `exa-source load`"
+            " first (the views are created after each successful load)"
+        ) from None
+    where = Path(args.duckdb_path).resolve() if args.destination == "duckdb" else ""
+    print(f"Views in {args.destination} {where} dataset {args.dataset}".replace("  ", " "))
+    for name in (CURRENT_VIEW, STATUS_VIEW, DAILY_VIEW):
+        result = results[name]
+        rows = result.rows
+        title = name
+        if name == DAILY_VIEW and args.days > 0 and len(rows) > args.days:
+            rows = rows[-args.days :]
+            title = f"{name} (last {args.days} of {len(result.rows)} days; --days 0 for all)"
+        print(f"\n{title}\n{format_table(result.headers, rows)}")
+    if args.chart:
+        print(f"\nChart written to {write_chart(results, args.chart).resolve()}")
+    return 0
+
+
+def _dictionary(args: argparse.Namespace) -> int:
+    from exa_source.warehouse import DICTIONARY_END, DICTIONARY_START, check_readme, data_dictionary
+
+    if args.check:
+        if check_readme(args.check):
+            print(f"{args.check}: data dictionary is up to date")
+            return 0
+        print(
+            f"{args.check}: the block between {DICTIONARY_START} and {DICTIONARY_END} differs"
+            " from the schema (or is missing); regenerate it with `exa-source dictionary`",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(data_dictionary(), end="")
     return 0
 
 
@@ -152,7 +236,7 @@ def _demo(args: argparse.Namespace) -> int:
         )
         print("1. Full load")
         _print_summary(run_load(pipeline, api_key=key, base_url=emu.base_url, full_refresh=True))
-        changed = emu.store.mutate(update=25, create=10, advance=15, seed=1)
+        changed = emu.store.mutate(update=25, create=10, advance=15, delete=5, seed=1)
         print(
             "2. Meanwhile in Exa: "
             + ", ".join(f"{len(ids)} imports {what}" for what, ids in changed.items())
@@ -178,8 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from exa_source.helpers import ExaConfigError, ExaError
     from exa_source.pipeline import unwrap
 
+    commands = {"load": _load, "report": _report, "dictionary": _dictionary, "demo": _demo}
     try:
-        return _load(args) if args.command == "load" else _demo(args)
+        return commands[args.command](args)
     except ExaConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

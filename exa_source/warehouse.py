@@ -1,0 +1,441 @@
+"""The warehouse layer on top of the ``imports`` table: BI views, data dictionary, report queries.
+
+One place for each thing:
+
+* :data:`VIEWS` holds the SQL of the three BI views, written once for every engine.
+  DuckDB (2.x) accepts PostgreSQL's ``percentile_cont(0.5) within group (order by ...)`` and
+  ``timestamptz at time zone 'UTC'``, so no dialect switch is needed; the only per-engine part is
+  identifier quoting, which dlt's SQL client does. Every output column is cast to an explicit
+  type so both engines return the same values *and* the same types.
+* :func:`create_views` (re)creates them in the pipeline's dataset; ``run_load`` calls it after
+  every successful load.
+* :func:`data_dictionary` renders the markdown dictionary from a dlt schema plus the meanings
+  and examples declared in :mod:`exa_source.schema` and :data:`VIEW_COLUMNS`.
+* :data:`REPORT_QUERIES` and :func:`summary` are what ``exa-source report`` prints and charts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, cast
+
+import dlt
+from dlt.common.destination.typing import PreparedTableSchema
+from dlt.common.schema import Schema
+from dlt.common.schema.typing import TColumnSchema, TTableSchema
+from dlt.common.schema.utils import has_table_seen_data
+
+from exa_source import settings
+from exa_source.schema import COLUMNS
+
+logger = logging.getLogger(__name__)
+
+#: Soft-delete column of deletion detection (null for live rows). When the ``imports`` table
+#: has it, ``imports_current`` keeps only the rows where it is null.
+DELETED_AT_COLUMN = settings.DELETED_AT_COLUMN
+
+CURRENT_VIEW = "imports_current"
+STATUS_VIEW = "import_status_summary"
+DAILY_VIEW = "import_daily"
+
+DICTIONARY_START = "<!-- dictionary:start -->"
+DICTIONARY_END = "<!-- dictionary:end -->"
+
+# --------------------------------------------------------------------------------- views SQL
+# Placeholders: {imports}, {current}, {summary}, {daily} are qualified names; {columns} is the
+# quoted column list of ``imports`` (dlt internals and the soft-delete column excluded).
+
+#: One row per id (the newest ``updated_at`` wins). The merge on ``id`` already keeps one row
+#: per id; the ranking makes the view's promise hold whatever the write disposition.
+#: Deletion detection: ``{live_filter}`` becomes ``and "_exa_deleted_at" is null`` as soon as
+#: the table has that column, so a soft-deleted import disappears from every view (the newest
+#: row of an id decides; hard-deleted rows are simply absent).
+CURRENT_SQL = """
+create or replace view {current} as
+select {columns}
+from (
+    select {columns}{deleted_at},
+           row_number() over (partition by "id" order by "updated_at" desc) as exa_row_in_id
+    from {imports}
+) as ranked
+where exa_row_in_id = 1{live_filter}
+"""
+
+#: Live imports and their records by status and entity type.
+STATUS_SQL = """
+create or replace view {summary} as
+select "status",
+       "entity__type" as entity_type,
+       cast(count(*) as bigint) as imports,
+       cast(sum("count") as bigint) as records
+from {current}
+group by "status", "entity__type"
+"""
+
+#: Per UTC day: imports created, completed and failed, and the median time to complete.
+#: The API has no ``completedAt``: an import's completion time is its ``updated_at`` while its
+#: status is ``completed`` (the final transition bumps ``updatedAt``, reference §6). A later
+#: PATCH of title/metadata bumps it again, so for edited imports this is an upper bound.
+#: Failures are dated by ``failed_at`` (``updated_at`` if absent). Median in exact
+#: milliseconds, shown in seconds: a median is an integer or a half millisecond, so 4 decimals
+#: are exact on both engines.
+DAILY_SQL = """
+create or replace view {daily} as
+with events as (
+    select cast("created_at" at time zone 'UTC' as date) as day,
+           1 as created, 0 as completed, 0 as failed,
+           cast(null as bigint) as ms_to_complete
+    from {current}
+    union all
+    select cast("updated_at" at time zone 'UTC' as date),
+           0, 1, 0,
+           cast(extract(epoch from ("updated_at" - "created_at")) * 1000 as bigint)
+    from {current}
+    where "status" = 'completed'
+    union all
+    select cast(coalesce("failed_at", "updated_at") at time zone 'UTC' as date),
+           0, 0, 1,
+           cast(null as bigint)
+    from {current}
+    where "status" = 'failed'
+)
+select day,
+       cast(sum(created) as bigint) as created,
+       cast(sum(completed) as bigint) as completed,
+       cast(sum(failed) as bigint) as failed,
+       cast(percentile_cont(0.5) within group (order by ms_to_complete) / 1000
+            as numeric(18, 4)) as median_seconds_to_complete
+from events
+group by day
+"""
+
+#: View name -> SQL, in creation order (later views read earlier ones).
+VIEWS: dict[str, str] = {CURRENT_VIEW: CURRENT_SQL, STATUS_VIEW: STATUS_SQL, DAILY_VIEW: DAILY_SQL}
+
+
+@dataclass(frozen=True)
+class ViewColumn:
+    """One column of a BI view, for the data dictionary (and checked against the engines).
+
+    Attributes:
+        name: column name.
+        type: SQL type, the same on DuckDB and PostgreSQL.
+        meaning: one line for the data dictionary.
+        example: an example value.
+    """
+
+    name: str
+    type: str
+    meaning: str
+    example: str
+
+
+#: Declared columns of the aggregate views (``imports_current`` has the columns of ``imports``).
+VIEW_COLUMNS: dict[str, tuple[ViewColumn, ...]] = {
+    STATUS_VIEW: (
+        ViewColumn("status", "text", "Import status.", "completed"),
+        ViewColumn("entity_type", "text", "Entity type (`entity__type`).", "company"),
+        ViewColumn("imports", "bigint", "Live imports with this status and type.", "32011"),
+        ViewColumn("records", "bigint", "Sum of `count` (records in their files).", "80113470"),
+    ),
+    DAILY_VIEW: (
+        ViewColumn("day", "date", "UTC calendar day.", "2026-03-14"),
+        ViewColumn("created", "bigint", "Imports created that day.", "274"),
+        ViewColumn(
+            "completed",
+            "bigint",
+            "Imports completed that day (`updated_at` of `completed` imports).",
+            "219",
+        ),
+        ViewColumn("failed", "bigint", "Imports failed that day (`failed_at`).", "19"),
+        ViewColumn(
+            "median_seconds_to_complete",
+            "numeric(18,4)",
+            "Median `updated_at - created_at` of the imports completed that day, in seconds;"
+            " null when none completed.",
+            "301.2345",
+        ),
+    ),
+}
+
+VIEW_MEANINGS: dict[str, str] = {
+    CURRENT_VIEW: "Live imports, one row per id; same columns as `imports` (dlt internals and"
+    " the soft-delete column excluded).",
+    STATUS_VIEW: "Live imports counted by status and entity type.",
+    DAILY_VIEW: "Created, completed and failed imports per UTC day, and the median time to"
+    " complete. Completion time = `updated_at` of `completed` imports (the API has no"
+    " `completedAt`; an edit after completion moves it).",
+}
+
+
+def _imports_table(schema: Schema) -> TTableSchema | None:
+    return schema.tables.get(settings.IMPORTS_TABLE)
+
+
+def data_columns(table: TTableSchema) -> list[str]:
+    """Return the user-facing columns of ``imports``: dlt internals and soft-delete excluded."""
+    return [
+        name
+        for name, column in table["columns"].items()
+        if not name.startswith("_dlt_") and name != DELETED_AT_COLUMN and column.get("data_type")
+    ]
+
+
+def view_statements(
+    columns: Sequence[str],
+    qualify: Any,
+    quote: Any,
+    has_deleted_at: bool = False,
+) -> list[str]:
+    """Return the ``create or replace view`` statements, in creation order.
+
+    Args:
+        columns: data columns of ``imports`` (normalized names), in table order.
+        qualify: ``name -> qualified name`` (dlt's ``make_qualified_table_name``).
+        quote: ``column -> quoted column`` (dlt's ``escape_column_name``).
+        has_deleted_at: the table has the soft-delete column: filter deleted imports out.
+    """
+    names = {
+        "imports": qualify(settings.IMPORTS_TABLE),
+        "current": qualify(CURRENT_VIEW),
+        "summary": qualify(STATUS_VIEW),
+        "daily": qualify(DAILY_VIEW),
+    }
+    deleted_at = quote(DELETED_AT_COLUMN)
+    live_filter = f"\n  and {deleted_at} is null" if has_deleted_at else ""
+    column_list = ", ".join(quote(c) for c in columns)
+    return [
+        sql.format(
+            columns=column_list,
+            deleted_at=f", {deleted_at}" if has_deleted_at else "",
+            live_filter=live_filter,
+            **names,
+        ).strip()
+        for sql in VIEWS.values()
+    ]
+
+
+def create_views(pipeline: dlt.Pipeline) -> list[str]:
+    """Create or refresh the BI views in the pipeline's dataset (cheap: no data is copied).
+
+    Skipped (with a log line) while the ``imports`` table has never received data: dlt has not
+    created it in the destination yet.
+
+    Returns:
+        The names of the views created; empty when skipped.
+    """
+    table = _imports_table(pipeline.default_schema) if pipeline.default_schema_name else None
+    if table is None or not has_table_seen_data(table):
+        logger.info("views: %s has no data yet; views not created", settings.IMPORTS_TABLE)
+        return []
+    has_deleted_at = DELETED_AT_COLUMN in table["columns"]
+    with pipeline.sql_client() as client:
+        statements = view_statements(
+            data_columns(table),
+            client.make_qualified_table_name,
+            client.escape_column_name,
+            has_deleted_at,
+        )
+        with client.begin_transaction():
+            for statement in statements:
+                client.execute_sql(statement)
+    logger.info("views: %s refreshed in %s", ", ".join(VIEWS), pipeline.dataset_name)
+    return list(VIEWS)
+
+
+def drop_views(pipeline: dlt.Pipeline) -> None:
+    """Drop the BI views, e.g. before a full refresh.
+
+    PostgreSQL refuses to drop a table that views depend on, and dlt's full refresh
+    (``refresh="drop_sources"``) drops ``imports`` without ``cascade``; the load then fails and
+    leaves a pending package. :func:`create_views` recreates the views after the load.
+    """
+    with pipeline.sql_client() as client:
+        if not client.has_dataset():
+            return
+        with client.begin_transaction():
+            for view in reversed(VIEWS):
+                client.execute_sql(f"drop view if exists {client.make_qualified_table_name(view)}")
+    logger.info("views: dropped in %s", pipeline.dataset_name)
+
+
+# --------------------------------------------------------------------------------- reports
+
+#: Report queries on the views; ``{current}``, ``{summary}``, ``{daily}`` are qualified names.
+REPORT_QUERIES: dict[str, str] = {
+    CURRENT_VIEW: "select count(*) as imports, count(distinct id) as distinct_ids,"
+    " min(created_at) as first_created_at, max(updated_at) as last_updated_at from {current}",
+    STATUS_VIEW: "select status, entity_type, imports, records from {summary}"
+    " order by status, entity_type nulls last",
+    DAILY_VIEW: "select day, created, completed, failed, median_seconds_to_complete"
+    " from {daily} order by day",
+}
+
+
+@dataclass
+class ViewResult:
+    """Rows of one report query.
+
+    Attributes:
+        name: view name.
+        headers: column names.
+        rows: the rows, values normalized (see :func:`normalize`).
+    """
+
+    name: str
+    headers: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def normalize(value: Any) -> Any:
+    """Make a value engine-independent: timestamps as UTC ISO text, dates as ISO text.
+
+    Each engine returns aware datetimes in its session time zone; numbers and text are
+    already the same Python values (``numeric`` -> Decimal on both).
+    """
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def summary(pipeline: dlt.Pipeline) -> dict[str, ViewResult]:
+    """Run the report queries on the views of ``pipeline``'s dataset.
+
+    Returns:
+        View name -> its rows (``imports_current`` as one totals row).
+    """
+    results: dict[str, ViewResult] = {}
+    with pipeline.sql_client() as client:
+        names = {
+            "current": client.make_qualified_table_name(CURRENT_VIEW),
+            "summary": client.make_qualified_table_name(STATUS_VIEW),
+            "daily": client.make_qualified_table_name(DAILY_VIEW),
+        }
+        for view, sql in REPORT_QUERIES.items():
+            with client.execute_query(sql.format(**names)) as cursor:
+                headers = [d[0] for d in cursor.description]
+                rows = [tuple(normalize(v) for v in row) for row in cursor.fetchall()]
+            results[view] = ViewResult(view, headers, rows)
+    return results
+
+
+def write_chart(results: dict[str, ViewResult], path: str | Path) -> Path:
+    """Write a PNG: daily created/completed/failed, median time to complete, status mix.
+
+    matplotlib is imported here, so only ``report --chart`` needs it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    daily = results[DAILY_VIEW].rows
+    days = [date.fromisoformat(str(r[0])) for r in daily]
+    fig, (counts, median, status) = plt.subplots(3, 1, figsize=(11, 11))
+    for index, label in ((1, "created"), (2, "completed"), (3, "failed")):
+        counts.plot(days, [r[index] for r in daily], label=label, linewidth=1)
+    counts.set_title("Imports per UTC day")
+    counts.legend()
+    median.plot(days, [float(r[4]) if r[4] is not None else None for r in daily], linewidth=1)
+    median.set_yscale("log")
+    median.set_title("Median seconds to complete (imports completed that day; log scale)")
+    totals: dict[str, int] = {}
+    for row in results[STATUS_VIEW].rows:
+        totals[str(row[0])] = totals.get(str(row[0]), 0) + int(row[2])
+    status.bar(list(totals), list(totals.values()))
+    status.set_title("Live imports by status")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------------- dictionary
+
+
+def declared_schema() -> Schema:
+    """Return the dlt schema the source declares, without any request or destination."""
+    from exa_source.source import exa_websets_source
+
+    schema: Schema = exa_websets_source(api_key="dictionary").discover_schema()
+    return schema
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _dlt_type(column: TColumnSchema) -> str:
+    data_type = str(column.get("data_type", ""))
+    if data_type == "timestamp" and column.get("timezone", True):
+        return "timestamp (UTC)"
+    return data_type
+
+
+def data_dictionary(schema: Schema | None = None) -> str:
+    """Render the data dictionary as markdown (the block between the README markers).
+
+    Args:
+        schema: a dlt schema, e.g. ``pipeline.default_schema`` (it includes columns the API
+            added since); default: the schema the source declares.
+
+    Returns:
+        Markdown: the ``imports`` table (dlt type, DuckDB and PostgreSQL types, nullability,
+        meaning, example), then the views' columns.
+    """
+    schema = schema or declared_schema()
+    table = _imports_table(schema)
+    if table is None:
+        raise ValueError(f"schema {schema.name!r} has no {settings.IMPORTS_TABLE!r} table")
+    mappers = {
+        "DuckDB": dlt.destinations.duckdb().capabilities().get_type_mapper(),
+        "PostgreSQL": dlt.destinations.postgres().capabilities().get_type_mapper(),
+    }
+    declared = {schema.naming.normalize_path(c.name): c for c in COLUMNS}
+    lines = [
+        f"### `{settings.IMPORTS_TABLE}` (table; one row per import, merged on `id`)",
+        "",
+        "| column | type | DuckDB | PostgreSQL | nullable | meaning | example |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, column in table["columns"].items():
+        if not column.get("data_type"):
+            continue
+        known = declared.get(name)
+        meaning = known.meaning if known else "Added by the API after this schema was declared."
+        example = f"`{known.example}`" if known else ""
+        prepared = cast(PreparedTableSchema, table)
+        engines = [str(m.to_destination_type(column, prepared)) for m in mappers.values()]
+        nullable = "yes" if column.get("nullable", True) else "no"
+        cells = [f"`{name}`", _dlt_type(column), *engines, nullable, meaning, example]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    for view in VIEWS:
+        lines += ["", f"### `{view}` (view)", "", VIEW_MEANINGS[view]]
+        if view in VIEW_COLUMNS:
+            lines += ["", "| column | type | meaning | example |", "|---|---|---|---|"]
+            for vc in VIEW_COLUMNS[view]:
+                cells = [f"`{vc.name}`", vc.type, vc.meaning, f"`{vc.example}`"]
+                lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_dictionary(text: str) -> str | None:
+    """Return the dictionary block between the README markers, or None if they are missing."""
+    start = text.find(DICTIONARY_START)
+    end = text.find(DICTIONARY_END)
+    if start < 0 or end < start:
+        return None
+    return text[start + len(DICTIONARY_START) : end].strip("\n") + "\n"
+
+
+def check_readme(path: str | Path, schema: Schema | None = None) -> bool:
+    """Return whether the README's dictionary block equals the generated dictionary."""
+    block = readme_dictionary(Path(path).read_text(encoding="utf-8"))
+    return block is not None and block.strip() == data_dictionary(schema).strip()

@@ -1,0 +1,79 @@
+"""CLI: ``exa-source report`` and ``exa-source dictionary``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import Target
+
+from exa_source.cli import EXIT_CONFIG, EXIT_FAILED, main
+from exa_source.emulator import Emulator
+from exa_source.report import format_table
+from exa_source.warehouse import (
+    DAILY_VIEW,
+    DICTIONARY_END,
+    DICTIONARY_START,
+    STATUS_VIEW,
+    data_dictionary,
+    summary,
+)
+
+
+def _target_args(target: Target, tmp_path: Path) -> list[str]:
+    # A fresh pipelines dir: report needs only the destination, not the loader's local state.
+    return [
+        "--destination",
+        target.destination,
+        "--duckdb-path",
+        target.duckdb_path or str(tmp_path / "unused.duckdb"),
+        "--dataset",
+        target.dataset,
+        "--pipelines-dir",
+        str(tmp_path / "report_pipelines"),
+    ]
+
+
+def test_report_prints_the_views_and_writes_a_chart(
+    target: Target, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target.load(emulator)
+    chart = tmp_path / "chart.png"
+    code = main(["report", *_target_args(target, tmp_path), "--days", "3", "--chart", str(chart)])
+    out = capsys.readouterr().out
+    assert code == 0
+    results = summary(target.pipeline())
+    status = results[STATUS_VIEW]
+    assert format_table(status.headers, status.rows) in out
+    daily = results[DAILY_VIEW]
+    assert format_table(daily.headers, daily.rows[-3:]) in out
+    assert f"last 3 of {len(daily.rows)} days" in out
+    current = results["imports_current"]
+    assert current.rows[0][:2] == (len(emulator.store), len(emulator.store))
+    assert format_table(current.headers, current.rows) in out
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert chart.stat().st_size > 10_000
+
+
+def test_report_before_any_load_says_what_to_do(
+    target: Target, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if target.destination == "duckdb":  # an existing database without the views
+        target.pipeline().sql_client().open_connection()
+    code = main(["report", *_target_args(target, tmp_path)])
+    assert code == EXIT_CONFIG
+    assert "exa-source load" in capsys.readouterr().err
+
+
+def test_dictionary_prints_the_markdown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dictionary"]) == 0
+    assert capsys.readouterr().out == data_dictionary()
+
+
+def test_dictionary_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{DICTIONARY_START}\n{data_dictionary()}{DICTIONARY_END}\n")
+    assert main(["dictionary", "--check", str(readme)]) == 0
+    readme.write_text(readme.read_text().replace("Last change", "Last edit"))
+    assert main(["dictionary", "--check", str(readme)]) == EXIT_FAILED
+    assert "differs" in capsys.readouterr().err
