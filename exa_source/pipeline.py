@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -124,6 +125,46 @@ def make_pipeline(
     )
 
 
+def recover_interrupted_run(pipeline: dlt.Pipeline) -> bool:
+    """Finish what a killed run left behind, so that this run starts from a clean folder.
+
+    Two things a SIGKILL can leave in dlt 1.31's pipeline folder:
+
+    * a package killed inside normalize's commit: normalize renames ``load/new/<id>`` to
+      ``load/normalized/<id>`` and only then deletes ``normalize/extracted/<id>``. Both copies
+      survive and every later run fails with "Directory not empty". The normalized copy is
+      complete, so the stale copies go;
+    * a package extracted or normalized but not loaded. ``pipeline.run(source)`` would load it
+      *instead of* extracting the source, so changes made since wait for yet another run. It is
+      loaded here first; then the state is re-read from the destination (the package carried
+      a newer one than the local folder may hold if the kill came before dlt saved it) and the
+      deletions that run recorded are applied.
+
+    Returns:
+        True when a pending package was loaded.
+    """
+    work = Path(pipeline.working_dir)
+
+    def packages(sub: str) -> set[str]:
+        return {p.name for p in (work / sub).glob("*") if p.is_dir()}
+
+    normalized = set(pipeline.list_normalized_load_packages())
+    stale = [("normalize/extracted", i) for i in packages("normalize/extracted") & normalized]
+    # load/new holds a package only while its extracted copy exists; anything else there is
+    # a committed duplicate or a temp folder of a killed normalize
+    stale += [("load/new", i) for i in packages("load/new") - packages("normalize/extracted")]
+    for sub, name in stale:
+        logger.warning("removing %s/%s, left behind by a killed run", sub, name)
+        shutil.rmtree(work / sub / name)
+    if not pipeline.has_pending_data:
+        return False
+    logger.warning("loading the packages left by an interrupted run before extracting anew")
+    pipeline.run()
+    pipeline.sync_destination()
+    apply_deletions(pipeline)
+    return True
+
+
 def unwrap(exc: BaseException) -> BaseException:
     """Return the innermost :class:`ExaError` behind dlt's wrappers, else ``exc`` itself."""
     seen: BaseException | None = exc
@@ -173,6 +214,7 @@ def run_load(
     if full_refresh:
         drop_views(pipeline)  # PostgreSQL: the views would block dlt's drop of `imports`
     try:
+        recover_interrupted_run(pipeline)
         info = pipeline.run(
             source,
             refresh="drop_sources" if full_refresh else None,  # type: ignore[arg-type]

@@ -1,0 +1,351 @@
+"""Benchmark driver: ``.venv/bin/python bench/run.py --imports 100000 --repeat 3 --out bench/``.
+
+For each N it starts ONE emulator process seeded with N imports, then runs every variant
+(``bench/variants.py``) as its own child process against it, ``--repeat`` times each, one at a
+time. For every child it measures, from the outside:
+
+* wall: ``time.perf_counter()`` around the child, from ``Popen`` to ``os.wait4`` (interpreter
+  start and imports included: what a user waits for);
+* peak RSS: ``ru_maxrss`` of that child alone, from ``os.wait4(pid, 0)`` (KB on Linux);
+* requests: list requests the emulator served during the child (stats reset before each child);
+
+and collects the child's own timings (its ``BENCH_RESULT`` line). It prints a Markdown table per N
+and a targets section, writes them to ``<out>/results.md`` (raw figures in ``results.json``) and
+draws ``<out>/results.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(ROOT))
+
+from bench.report import (  # noqa: E402
+    VARIANT_LABELS,
+    Measurement,
+    render_chart,
+    render_markdown,
+)
+from bench.variants import PAGE_SIZE, RESULT_PREFIX  # noqa: E402
+
+API_KEY = "bench-key"
+LIST_ROUTE = "GET /websets/v0/imports"
+#: What the CLI sets too (``exa_source.cli._defaults_for_cli``); every child gets it.
+CHILD_ENV = {
+    "RUNTIME__DLTHUB_TELEMETRY": "false",
+    "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false",
+    "RUNTIME__LOG_LEVEL": "WARNING",
+}
+
+
+class EmulatorProcess:
+    """The emulator as a child process (``python -m exa_source.emulator``), with its controls."""
+
+    def __init__(self, imports: int, log_path: Path) -> None:
+        self.imports = imports
+        self._log = log_path.open("wb")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exa_source.emulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--api-key",
+                API_KEY,
+                "--imports",
+                str(imports),
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().strip()
+        if not line.startswith("http"):
+            self.stop()
+            raise RuntimeError(f"emulator did not start (see {log_path})")
+        self.base_url = line
+        self.seed_seconds = time.perf_counter() - started
+
+    def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Call a ``/_emulator/...`` control endpoint and return its decoded JSON reply."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return json.loads(reply.read())
+
+    def list_requests(self) -> int:
+        """Return the list requests served since the last stats reset."""
+        stats = self.control("GET", "/_emulator/stats")
+        return int(stats["requests"].get(LIST_ROUTE, 0))
+
+    def stop(self) -> None:
+        """Terminate the emulator (SIGTERM) and wait for it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def run_child(
+    emulator: EmulatorProcess,
+    key: str,
+    workdir: Path,
+    log_dir: Path,
+    extra: Sequence[str] = (),
+) -> Measurement:
+    """Run one variant child against the emulator; measure its wall time and peak RSS.
+
+    Raises:
+        RuntimeError: the child failed or printed no result line.
+    """
+    kind = "exa_source" if key.startswith("exa_") and key != "exa_py" else key
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **CHILD_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.variants",
+        kind,
+        "--base-url",
+        emulator.base_url,
+        "--api-key",
+        API_KEY,
+        "--workdir",
+        str(workdir),
+        *extra,
+    ]
+    log_path = log_dir / f"{key}-{emulator.imports}-{time.monotonic_ns()}.log"
+    emulator.control("DELETE", "/_emulator/stats")
+    with log_path.open("wb") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=workdir, env=env)
+        assert proc.stdout is not None
+        try:
+            out = proc.stdout.read()
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    lines = [ln for ln in out.decode().splitlines() if ln.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not lines:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{key} exited {proc.returncode}; log {log_path}:\n{tail}")
+    child: dict[str, Any] = json.loads(lines[-1][len(RESULT_PREFIX) :])
+    return Measurement(
+        key=key,
+        imports=emulator.imports,
+        wall_s=wall,
+        peak_rss_kb=int(usage.ru_maxrss),
+        requests=emulator.list_requests(),
+        child=child,
+    )
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _show(m: Measurement) -> None:
+    _say(
+        f"  {m.key:<16} wall {m.wall_s:7.2f} s  work {m.child.get('work_s', 0):7.2f} s"
+        f"  rss {m.peak_rss_kb / 1024:7.0f} MB  rows loaded {m.child.get('rows_loaded')}"
+        f"  requests {m.requests}"
+    )
+
+
+def bench_one_n(
+    imports: int,
+    repeat: int,
+    scratch: Path,
+    variants: set[str],
+    rest_api_max: int,
+    exa_py_max: int,
+) -> dict[str, list[Measurement]]:
+    """Run every selected variant ``repeat`` times against one emulator seeded with ``imports``.
+
+    Returns:
+        Measurements per variant key.
+    """
+    results: dict[str, list[Measurement]] = {}
+    logs = scratch / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    _say(f"N={imports:,}: starting the emulator")
+    emulator = EmulatorProcess(imports, logs / f"emulator-{imports}.log")
+    _say(f"  emulator ready at {emulator.base_url} in {emulator.seed_seconds:.1f} s")
+    expected_requests = math.ceil(imports / PAGE_SIZE)
+
+    def run(key: str, workdir: Path, extra: Sequence[str] = ()) -> Measurement:
+        m = run_child(emulator, key, workdir, logs, extra)
+        results.setdefault(key, []).append(m)
+        _show(m)
+        return m
+
+    def fresh(key: str, i: int) -> Path:
+        return scratch / f"{key}-{imports}-{i}"
+
+    try:
+        if "ceiling" in variants:
+            for i in range(repeat):
+                run("ceiling", fresh("ceiling", i))
+        if variants & {"exa_full", "exa_rerun0", "exa_rerun1"}:
+            kept: Path | None = None
+            for i in range(repeat if "exa_full" in variants else 1):
+                kept = fresh("exa", i)
+                m = run("exa_full", kept)
+                if m.requests != expected_requests:
+                    raise AssertionError(
+                        f"exa-source sent {m.requests} list requests for {imports} imports;"
+                        f" expected ceil(N/{PAGE_SIZE}) = {expected_requests}"
+                    )
+            assert kept is not None
+            if "exa_rerun0" in variants:
+                for _ in range(repeat):
+                    run("exa_rerun0", kept)
+                if any(m.child.get("rows_loaded") for m in results["exa_rerun0"]):
+                    # dlt stores no boundary hashes while a lag is set, so the first lag-0 run
+                    # after lag-300 runs re-loads the rows at the max updatedAt once: warm up.
+                    run_child(emulator, "exa_rerun0_lag0", kept, logs, ["--lag-seconds", "0"])
+                    for _ in range(repeat):
+                        run("exa_rerun0_lag0", kept, ["--lag-seconds", "0"])
+            if "exa_rerun1" in variants:
+                for i in range(repeat):
+                    # Runs are hours apart in real life: move the emulator's clock on first.
+                    # The 300 s lag window still re-reads the previous run's newest changes
+                    # (they sit at its max updatedAt): rows loaded = N/100 + those.
+                    emulator.control("POST", "/_emulator/clock", {"advance": 3600})
+                    emulator.control(
+                        "POST", "/_emulator/mutate", {"update": imports // 100, "seed": i + 1}
+                    )
+                    run("exa_rerun1", kept)
+        if "rest_api" in variants:
+            if imports <= rest_api_max:
+                for i in range(repeat):
+                    run("rest_api", fresh("rest", i))
+            else:
+                _say(f"  rest_api skipped at N={imports:,} (> --rest-api-max {rest_api_max:,})")
+        if "exa_py" in variants:
+            if imports <= exa_py_max:
+                for i in range(repeat):
+                    run("exa_py", fresh("exapy", i))
+            else:
+                _say(f"  exa_py skipped at N={imports:,} (> --exa-py-max {exa_py_max:,})")
+    finally:
+        emulator.stop()
+        for path in scratch.iterdir():
+            if path.is_dir() and path.name != "logs":
+                shutil.rmtree(path, ignore_errors=True)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, run the benchmark, write the results; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="exa-source vs the raw HTTP ceiling, dlt rest_api and exa-py",
+    )
+    parser.add_argument(
+        "--imports",
+        default="100000",
+        help="imports to seed; a comma list runs several N (e.g. 10000,100000,1000000)",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per variant (median)")
+    parser.add_argument("--out", default=str(ROOT / "bench"), help="results.md/.png/.json here")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANT_LABELS),
+        help="comma list among " + ", ".join(VARIANT_LABELS),
+    )
+    parser.add_argument(
+        "--rest-api-max",
+        type=int,
+        default=100_000,
+        help="skip rest_api above this N (its default path needs ~34 KB of RAM per import)",
+    )
+    parser.add_argument(
+        "--exa-py-max",
+        type=int,
+        default=100_000,
+        help="skip exa-py above this N (its per-page INSERTs slow down as the table grows:"
+        " ~30 s at 100k)",
+    )
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    sizes = [int(x.replace("_", "")) for x in args.imports.split(",") if x.strip()]
+    variants = {v.strip() for v in args.variants.split(",") if v.strip()}
+    unknown = variants - set(VARIANT_LABELS)
+    if unknown:
+        parser.error(f"unknown variants: {sorted(unknown)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    results: dict[int, dict[str, list[Measurement]]] = {}
+    markdown = ""
+    scratch = Path(tempfile.mkdtemp(prefix="exa_bench_"))
+    try:
+        for n in sizes:
+            results[n] = bench_one_n(
+                n, args.repeat, scratch, variants, args.rest_api_max, args.exa_py_max
+            )
+            markdown = write_results(results, args.repeat, out)  # partial results survive
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(markdown)
+    _say(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'results.png'}")
+    return 0
+
+
+def write_results(results: dict[int, dict[str, list[Measurement]]], repeat: int, out: Path) -> str:
+    """Write ``results.md``, ``results.json`` and ``results.png``; return the Markdown."""
+    markdown = render_markdown(results, repeat)
+    (out / "results.md").write_text(markdown)
+    raw = {str(n): {k: [asdict(m) for m in ms] for k, ms in r.items()} for n, r in results.items()}
+    (out / "results.json").write_text(json.dumps(raw, indent=1))
+    render_chart(results, out / "results.png")
+    return markdown
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Turn SIGTERM into SystemExit so that the running child and the emulator are stopped."""
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,399 @@
+"""The Airflow DAG ``dags/exa_websets.py``: parsing, and real ``airflow dags test`` runs.
+
+Every Airflow process runs as a subprocess with a temporary ``AIRFLOW_HOME`` (SQLite, migrated
+once per module) and a scrubbed environment: the API key reaches the DAG ONLY through the
+``exa_default`` Connection given as ``AIRFLOW_CONN_EXA_DEFAULT``. After each run the output,
+the task logs, the metadata DB (XCom, rendered templates) and the pipeline folder are searched
+for the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from conftest import KEY, Target, assert_equals_emulator
+
+from exa_source.emulator import Emulator, Fault
+from exa_source.pipeline import make_pipeline, run_load
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS = REPO / "dags"
+AIRFLOW = Path(sys.executable).parent / "airflow"
+DAG_ID = "exa_websets"
+DATASET = "exa_websets"
+DAGS_TEST_TIMEOUT = float(os.environ.get("EXA_TEST_DAGS_TEST_TIMEOUT", "240"))
+
+try:
+    import airflow.sdk  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the install
+    if os.environ.get("CI", "").lower() == "true":
+        raise
+    pytest.skip(
+        "apache-airflow is not installed: pip install -e '.[airflow,test]'",
+        allow_module_level=True,
+    )
+
+pytestmark = pytest.mark.airflow
+
+#: Prefixes of variables that could hand the DAG a key, a destination or config behind the
+#: test's back; none of them reaches an Airflow subprocess.
+_SCRUBBED = ("SOURCES__", "EXA_", "AIRFLOW", "DESTINATION__", "PROVIDERS__", "RUNTIME__", "DLT_")
+
+
+@dataclass
+class AirflowHome:
+    """A migrated ``AIRFLOW_HOME`` and the clean environment of its subprocesses."""
+
+    path: Path
+    env: dict[str, str]
+
+    @property
+    def db(self) -> Path:
+        """The SQLite metadata DB."""
+        return self.path / "airflow.db"
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
+    """``airflow db migrate`` once per module in a fresh ``AIRFLOW_HOME``."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        RUNTIME__DLTHUB_TELEMETRY="false",
+        PYTHONDONTWRITEBYTECODE="1",  # keep dags/ free of __pycache__
+        TMPDIR=str(home / "tmp"),
+    )
+    (home / "tmp").mkdir()
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(AIRFLOW), "db", "migrate"],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    print(f"airflow db migrate: {time.monotonic() - started:.1f} s")
+    return AirflowHome(home, env)
+
+
+@dataclass
+class DagRun:
+    """One ``airflow dags test`` process."""
+
+    returncode: int
+    output: str
+    seconds: float
+
+
+@dataclass
+class Deployment:
+    """What one test's DAG runs against: the emulator, a DuckDB file and a pipelines dir."""
+
+    home: AirflowHome
+    emu: Emulator
+    duckdb_path: Path
+    pipelines_dir: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The subprocess env: the key ONLY in the ``exa_default`` Connection."""
+        conn = {"conn_type": "http", "host": self.emu.base_url, "password": KEY}
+        env = dict(self.home.env)
+        env.update(
+            AIRFLOW_CONN_EXA_DEFAULT=json.dumps(conn),
+            EXA_WEBSETS_DUCKDB_PATH=str(self.duckdb_path),
+            EXA_WEBSETS_PIPELINES_DIR=str(self.pipelines_dir),
+            # no lag window: a run after changes must load exactly the changed rows
+            SOURCES__EXA__LAG_SECONDS="0",
+        )
+        env.update(extra)
+        assert not any(k in env for k in ("SOURCES__EXA__API_KEY", "EXA_API_KEY"))
+        assert KEY not in env.get("AIRFLOW_VAR_DLT_SECRETS_TOML", "")
+        return env
+
+    def dags_test(self, **extra: str) -> DagRun:
+        """Run ``airflow dags test exa_websets``; check that the key leaked nowhere."""
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                [str(AIRFLOW), "dags", "test", DAG_ID],
+                env=self.env(**extra),
+                cwd=self.home.path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=DAGS_TEST_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.output.decode() if isinstance(exc.output, bytes) else exc.output or ""
+            pytest.fail(f"airflow dags test timed out; output tail:\n{out[-6000:]}")
+        run = DagRun(proc.returncode, proc.stdout, time.monotonic() - started)
+        print(f"airflow dags test: rc={run.returncode} in {run.seconds:.1f} s")
+        print("\n".join(run.output.splitlines()[-8:]))
+        self.assert_no_key_anywhere(run.output)
+        return run
+
+    def assert_no_key_anywhere(self, output: str) -> None:
+        """The key appears in no output, log, metadata DB (XCom, rendered fields) or state."""
+        assert KEY not in output, "API key in the `airflow dags test` output"
+        needle = KEY.encode()
+        searched = 0
+        for root in (self.home.path, self.pipelines_dir):
+            for file in root.rglob("*"):
+                if file.is_file():
+                    searched += 1
+                    assert needle not in file.read_bytes(), f"API key found in {file}"
+        assert searched > 0
+
+    def xcom(self) -> dict[str, Any]:
+        """The ``return_value`` XCom of the latest ``load_imports`` instance."""
+        with sqlite3.connect(self.home.db) as conn:
+            row = conn.execute(
+                "select value from xcom where dag_id = ? and task_id = 'load_imports'"
+                " and key = 'return_value' order by timestamp desc limit 1",
+                (DAG_ID,),
+            ).fetchone()
+        assert row is not None, "no XCom return_value"
+        value = row[0]
+        result: dict[str, Any] = json.loads(value) if isinstance(value, (str, bytes)) else value
+        return result
+
+    def xcom_keys(self) -> list[str]:
+        """Every XCom key the DAG has pushed in this ``AIRFLOW_HOME``."""
+        with sqlite3.connect(self.home.db) as conn:
+            rows = conn.execute("select distinct key from xcom where dag_id = ?", (DAG_ID,))
+            return sorted(str(r[0]) for r in rows)
+
+    def latest_task_instance(self) -> tuple[str, int]:
+        """``(state, try_number)`` of the latest ``load_imports`` instance."""
+        with sqlite3.connect(self.home.db) as conn:
+            row = conn.execute(
+                "select ti.state, ti.try_number from task_instance ti join dag_run dr"
+                " on dr.dag_id = ti.dag_id and dr.run_id = ti.run_id"
+                " where ti.dag_id = ? and ti.task_id = 'load_imports'"
+                " order by dr.id desc limit 1",
+                (DAG_ID,),
+            ).fetchone()
+        assert row is not None
+        return str(row[0]), int(row[1])
+
+    def target(self) -> Target:
+        """A conftest Target on the DAG's DuckDB, reading through a SEPARATE pipelines dir.
+
+        The DAG's own pipelines dir stays untouched by the checks.
+        """
+        return Target(
+            "duckdb",
+            DATASET,
+            str(self.duckdb_path),
+            str(self.duckdb_path.parent / "verify_pipelines"),
+            DAG_ID,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The destination's rows, dlt state and loads (what a failed run must not change)."""
+        with duckdb.connect(str(self.duckdb_path), read_only=True) as conn:
+            return {
+                table: conn.execute(f"select * from {DATASET}.{table} order by all").fetchall()
+                for table in ("imports", "_dlt_pipeline_state", "_dlt_loads")
+            }
+
+
+@pytest.fixture
+def deployment(airflow_home: AirflowHome, emulator: Emulator, tmp_path: Path) -> Deployment:
+    """The emulator (1,000 imports, in-process, free port) and fresh DuckDB/pipelines paths."""
+    return Deployment(airflow_home, emulator, tmp_path / "data" / "exa.duckdb", tmp_path / "pl")
+
+
+_PARSE_SCRIPT = r"""
+import json, os, socket, sys, time
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("network access while parsing the DAG")
+
+socket.socket.connect = _no_network
+socket.create_connection = _no_network
+import airflow.sdk  # imported by every DAG processor anyway: not part of the file's cost
+from airflow.dag_processing.dagbag import BundleDagBag
+
+env_before = dict(os.environ)
+started = time.perf_counter()
+bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=sys.argv[1])
+seconds = time.perf_counter() - started
+dag = bag.dags.get("exa_websets")
+out = {
+    "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "parse_seconds": seconds,
+    "file_seconds": [s.duration.total_seconds() if hasattr(s.duration, "total_seconds")
+                     else float(s.duration) for s in bag.dagbag_stats],
+    "env_changed": sorted(k for k in set(env_before) | set(os.environ)
+                          if env_before.get(k) != os.environ.get(k)),
+    "heavy_modules": sorted(m for m in ("dlt", "exa_source", "duckdb", "pyarrow")
+                            if m in sys.modules),
+}
+if dag is not None:
+    task = dag.get_task("load_imports")
+    out.update(
+        dag_ids=sorted(bag.dag_ids),
+        schedule=dag.schedule,
+        timetable=type(dag.timetable).__name__,
+        catchup=dag.catchup,
+        max_active_runs=dag.max_active_runs,
+        tags=sorted(dag.tags),
+        doc_md=dag.doc_md or "",
+        retries=task.retries,
+        retry_exponential_backoff=float(task.retry_exponential_backoff),
+        retry_delay=task.retry_delay.total_seconds(),
+        execution_timeout=task.execution_timeout.total_seconds()
+        if task.execution_timeout else None,
+        tasks=[t.task_id for t in dag.tasks],
+    )
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _parse_dags(home: AirflowHome, **extra: str) -> dict[str, Any]:
+    """Parse ``dags/`` with BundleDagBag in a subprocess with no secrets and no network."""
+    env = dict(home.env, **extra)
+    tmp = home.path / "parse_tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    env["TMPDIR"] = str(tmp)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PARSE_SCRIPT, str(DAGS)],
+        env=env,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    result["tmp_entries"] = sorted(p.name for p in tmp.iterdir())
+    return result
+
+
+def test_dag_imports_without_secrets(airflow_home: AirflowHome) -> None:
+    """(1) BundleDagBag, no secrets, no network: no import errors, attributes as specified."""
+    parsed = _parse_dags(airflow_home)
+    assert parsed["import_errors"] == {}
+    assert parsed["dag_ids"] == [DAG_ID]
+    assert parsed["tasks"] == ["load_imports"]
+    assert parsed["schedule"] == "@hourly"
+    assert parsed["catchup"] is False
+    assert parsed["max_active_runs"] == 1
+    assert {"exa", "dlt"} <= set(parsed["tags"])
+    assert parsed["retries"] >= 1
+    assert parsed["retry_exponential_backoff"] > 1
+    assert parsed["execution_timeout"] and parsed["execution_timeout"] > 0
+    for needle in ("GET /websets/v0/imports", "exa_default", "dlt_secrets_toml", "EXA_API_KEY"):
+        assert needle in parsed["doc_md"]
+    for knob in ("SCHEDULE", "DESTINATION", "DUCKDB_PATH", "DATASET", "PIPELINES_DIR"):
+        assert f"EXA_WEBSETS_{knob}" in parsed["doc_md"]
+    # safe to parse: no env changes, no temp folders, no heavy imports
+    assert parsed["env_changed"] == []
+    assert parsed["tmp_entries"] == []
+    assert parsed["heavy_modules"] == []
+    print(f"parse time of dags/: {parsed['parse_seconds']:.3f} s, file {parsed['file_seconds']}")
+    assert parsed["parse_seconds"] < 1.0
+
+    # the schedule and retries are overridable without editing code
+    custom = _parse_dags(airflow_home, EXA_WEBSETS_SCHEDULE="15 */6 * * *", EXA_WEBSETS_RETRIES="5")
+    assert custom["import_errors"] == {}
+    assert custom["schedule"] == "15 */6 * * *"
+    assert custom["retries"] == 5
+
+
+def test_dags_test_loads_emulator(deployment: Deployment) -> None:
+    """(2) ``airflow dags test`` with the key only in ``exa_default``: the table equals the API."""
+    run = deployment.dags_test()
+    assert run.returncode == 0, run.output[-5000:]
+    assert "state=success" in run.output
+    assert "key from Airflow Connection exa_default" in run.output
+    assert "dlt load info" in run.output
+    assert deployment.latest_task_instance() == ("success", 1)
+    summary = deployment.xcom()
+    assert deployment.xcom_keys() == ["return_value"]  # one small XCom
+    assert len(json.dumps(summary)) < 1_000
+    expected = len(deployment.emu.store.snapshot())
+    assert summary["rows_loaded"] == expected == 1_000
+    assert summary["rows_read"] == expected
+    assert summary["pages"] == 5 and summary["requests"] == 5
+    assert summary["destination"] == "duckdb" and summary["dataset"] == DATASET
+    assert_equals_emulator(deployment.target(), deployment.emu)
+
+
+def test_second_run_loads_only_changes_on_a_fresh_worker(deployment: Deployment) -> None:
+    """(3) Local pipeline folder wiped between runs: state comes back from DuckDB."""
+    first = deployment.dags_test()
+    assert first.returncode == 0, first.output[-5000:]
+    assert deployment.xcom()["rows_loaded"] == 1_000
+
+    changed = deployment.emu.store.mutate(update=25, create=10, advance=15, seed=7)
+    changed_ids = {i for ids in changed.values() for i in ids}
+    assert deployment.pipelines_dir.is_dir()
+    shutil.rmtree(deployment.pipelines_dir)  # an ephemeral worker: nothing local survives
+
+    second = deployment.dags_test()
+    assert second.returncode == 0, second.output[-5000:]
+    summary = deployment.xcom()
+    assert summary["rows_loaded"] == len(changed_ids) == 50
+    assert summary["rows_read"] == 1_010
+    assert_equals_emulator(deployment.target(), deployment.emu)
+
+
+def _without_local(state: dict[str, Any]) -> dict[str, Any]:
+    """A dlt state without ``_local`` (the last process's cwd and paths, not load state)."""
+    return {k: v for k, v in state.items() if k != "_local"}
+
+
+def test_persistent_5xx_fails_task_and_changes_nothing(deployment: Deployment) -> None:
+    """(4) 5xx beyond dlt's and Airflow's retries: the task fails; destination/state intact."""
+    first = run_load(
+        make_pipeline(
+            "duckdb",
+            str(deployment.duckdb_path),
+            DATASET,
+            pipelines_dir=str(deployment.pipelines_dir),
+        ),
+        api_key=KEY,
+        base_url=deployment.emu.base_url,
+    )
+    assert first.rows_loaded == 1_000
+    state_file = deployment.pipelines_dir / DAG_ID / "state.json"
+    local_state = _without_local(json.loads(state_file.read_text()))
+    before = deployment.snapshot()
+
+    deployment.emu.store.mutate(update=20, create=5, seed=3)  # a success would load these
+    fault = deployment.emu.faults.add(Fault(kind="status", status=503, times=1000))
+    run = deployment.dags_test(
+        EXA_WEBSETS_RETRIES="1",
+        EXA_WEBSETS_RETRY_DELAY_SECONDS="1",
+        RUNTIME__REQUEST_MAX_ATTEMPTS="2",
+        RUNTIME__REQUEST_BACKOFF_FACTOR="0",
+    )
+    assert run.returncode != 0
+    assert "state=failed" in run.output
+    assert run.output.count("Exa kept failing after 2 attempts: 503") == 2  # try 1 + 1 retry
+    assert "new_state=up_for_retry" in run.output
+    assert deployment.latest_task_instance() == ("failed", 2)
+    assert fault.hits == 4  # 2 task tries x 2 HTTP attempts, then nothing more
+
+    assert deployment.snapshot() == before
+    assert _without_local(json.loads(state_file.read_text())) == local_state
