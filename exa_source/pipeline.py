@@ -14,6 +14,7 @@ import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.destination import Destination
 from dlt.common.destination.reference import AnyDestination
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from exa_source import settings
@@ -96,7 +97,11 @@ def make_destination(destination: str = "duckdb", duckdb_path: str | None = None
                 f" Use e.g. {settings.DEFAULT_DUCKDB_FILE}."
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        return cast(AnyDestination, dlt.destinations.duckdb(credentials=str(path)))
+        credentials = DuckDbCredentials(str(path))
+        limit = os.environ.get(settings.DUCKDB_MEMORY_LIMIT_ENV, settings.DUCKDB_MEMORY_LIMIT)
+        if limit:
+            credentials.global_config = {"memory_limit": limit}
+        return cast(AnyDestination, dlt.destinations.duckdb(credentials=credentials))
     try:
         found = Destination.from_reference(destination)
     except Exception as exc:  # dlt raises several types for unknown names

@@ -46,11 +46,21 @@ DELETED_AT_COLUMN: Final = "_exa_deleted_at"
 #: (history survives, BI filters on it), "hard" deletes the row, "off" does nothing.
 DEFAULT_DELETIONS: Final = "soft"
 
+#: Memory cap of the embedded DuckDB while dlt loads into it (it spills to disk past it). Left to
+#: itself DuckDB takes up to 80% of RAM: a 1M-import merge peaked at 674 MB in our process,
+#: 517 MB with this cap, and shared Airflow workers need bounded memory. Override with the env
+#: variable below ("" = DuckDB's own default).
+DUCKDB_MEMORY_LIMIT: Final = "256MB"
+DUCKDB_MEMORY_LIMIT_ENV: Final = "EXA_DUCKDB_MEMORY_LIMIT"
+
 #: Environment variable many Exa users already have (the SDKs read it too).
 API_KEY_ENV: Final = "EXA_API_KEY"
 
 #: Log a progress line at most this often during a long scan, in seconds.
 PROGRESS_EVERY_SECONDS: Final = 5.0
+
+#: Pages fetched ahead of the one being converted (a background thread; see helpers.pages).
+PAGES_AHEAD: Final = 2
 
 #: Rows gathered into one Arrow table before it is handed to dlt. dlt computes the table schema
 #: once per Arrow item, ~4 ms each: per 200-row page that was most of the extract time. 10,000

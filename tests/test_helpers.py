@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -139,3 +141,38 @@ def test_reply_without_data_list_is_an_error() -> None:
     raise_for_exa_status(resp)
     with pytest.raises(ExaPaginationError, match="data list"):
         client.extract_response(resp, "data")
+
+
+def test_prefetched_keeps_order_and_reraises_where_it_happened() -> None:
+    from exa_source.helpers import prefetched
+
+    def pages() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ExaAPIError("boom")
+
+    got: list[int] = []
+    with pytest.raises(ExaAPIError, match="boom"):
+        for item in prefetched(pages(), depth=2):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_prefetched_stops_the_producer_when_the_consumer_stops() -> None:
+    from exa_source.helpers import prefetched
+
+    closed = threading.Event()
+
+    def endless() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield n
+        finally:
+            closed.set()
+
+    stream = prefetched(endless(), depth=2)
+    assert [next(stream), next(stream)] == [1, 2]
+    stream.close()  # type: ignore[attr-defined]
+    assert closed.wait(timeout=10)
