@@ -241,7 +241,7 @@ def _demo(args: argparse.Namespace) -> int:
             "2. Meanwhile in Exa: "
             + ", ".join(f"{len(ids)} imports {what}" for what, ids in changed.items())
         )
-        print("3. Incremental load: only what changed (plus the lag window) is loaded")
+        print("3. Incremental load: only what changed is loaded, deletions are detected")
         _print_summary(run_load(pipeline, api_key=key, base_url=emu.base_url))
         where = Path(args.duckdb_path).resolve() if args.destination == "duckdb" else ""
         print(f"\nReport from {args.destination} {where}")

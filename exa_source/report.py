@@ -9,13 +9,17 @@ import dlt
 
 from exa_source import settings
 
-STATUS_BY_ENTITY = """
+STATUS_BY_ENTITY = f"""
 select status, entity__type, count(*) as imports
-from {table}
+from {{table}}
+where {settings.DELETED_AT_COLUMN} is null
 group by status, entity__type
 order by status, entity__type
 """
-TOTALS = "select count(*), count(distinct id), max(updated_at) from {table}"
+TOTALS = f"""
+select count(*), count(distinct id), count({settings.DELETED_AT_COLUMN}), max(updated_at)
+from {{table}}
+"""
 
 
 def query(pipeline: dlt.Pipeline, sql: str) -> list[Sequence[Any]]:
@@ -36,7 +40,10 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def render_report(pipeline: dlt.Pipeline) -> str:
-    """Return imports by status and entity type, and the totals, as text."""
-    rows, distinct, newest = query(pipeline, TOTALS)[0]
+    """Return live imports by status and entity type, and the totals, as text."""
+    rows, distinct, deleted, newest = query(pipeline, TOTALS)[0]
     table = format_table(("status", "entity type", "imports"), query(pipeline, STATUS_BY_ENTITY))
-    return f"{table}\n\n{rows:,} rows, {distinct:,} distinct ids, newest updatedAt {newest}"
+    return (
+        f"{table}\n\n{rows:,} rows, {distinct:,} distinct ids, {rows - deleted:,} live,"
+        f" {deleted:,} soft-deleted (gone from Exa), newest updatedAt {newest}"
+    )
