@@ -151,17 +151,21 @@ def recover_interrupted_run(pipeline: dlt.Pipeline) -> bool:
     """
     work = Path(pipeline.working_dir)
 
-    def packages(sub: str) -> set[str]:
-        return {p.name for p in (work / sub).glob("*") if p.is_dir()}
+    def entries(sub: str) -> set[str]:
+        return {p.name for p in (work / sub).glob("*")}
 
     normalized = set(pipeline.list_normalized_load_packages())
-    stale = [("normalize/extracted", i) for i in packages("normalize/extracted") & normalized]
+    stale = [("normalize/extracted", i) for i in entries("normalize/extracted") & normalized]
     # load/new holds a package only while its extracted copy exists; anything else there is
-    # a committed duplicate or a temp folder of a killed normalize
-    stale += [("load/new", i) for i in packages("load/new") - packages("normalize/extracted")]
+    # a committed duplicate, or a temp folder or temp file (dlt's atomic save) of a killed run
+    stale += [("load/new", i) for i in entries("load/new") - entries("normalize/extracted")]
     for sub, name in stale:
         logger.warning("removing %s/%s, left behind by a killed run", sub, name)
-        shutil.rmtree(work / sub / name)
+        path = work / sub / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     if not pipeline.has_pending_data:
         return False
     logger.warning("loading the packages left by an interrupted run before extracting anew")
