@@ -183,16 +183,10 @@ def test_proxy_and_ca_settings_from_the_environment_are_honoured(
 ) -> None:
     import os
 
+    from exa_source.helpers import _ENV_SETTINGS
+
     for name in list(os.environ):
-        if name.lower() in (
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "no_proxy",
-            "requests_ca_bundle",
-            "curl_ca_bundle",
-            "netrc",
-        ):
+        if name.lower() in _ENV_SETTINGS:
             monkeypatch.delenv(name)
     assert not ExaRESTClient("http://127.0.0.1:9", "k").session.trust_env
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
