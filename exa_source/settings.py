@@ -27,9 +27,9 @@ CURSOR_FIELD: Final = "updatedAt"
 #: Re-read window before the previous run's high-water mark, in seconds. An update whose
 #: ``updatedAt`` was stamped before the previous run's maximum but committed after that run read
 #: the page (a "late commit": a slow transaction, a lagging read replica or skew between API
-#: nodes) would otherwise be missed forever. Five minutes covers all of these with a wide margin;
-#: the price is re-loading the few imports changed in that window, which the merge on ``id``
-#: makes idempotent.
+#: nodes) would otherwise be missed forever. Five minutes covers all of these with a wide margin.
+#: Rows re-read in the window are not re-loaded unless their ``updatedAt`` changed (see
+#: ``incremental.py``), so the price is a few kilobytes of state, not rows.
 DEFAULT_LAG_SECONDS: Final = 300.0
 
 #: dlt names. The pipeline and dataset share a name; the DuckDB *file* must not (dlt fails with

@@ -1,10 +1,10 @@
 """The dlt source ``exa`` and its resource ``imports``.
 
 ``GET /websets/v0/imports`` has no filter on ``updatedAt`` and comes back newest first by
-``createdAt`` (reference §2, §4.4), so every run pages through all imports and dlt's
-incremental on ``updatedAt`` keeps only what changed since the last run (minus a lag window).
-The list is not ordered by the cursor, so the incremental has no ``row_order``: dlt would stop
-reading at the first old row and silently drop later changes.
+``createdAt`` (reference §2, §4.4), so every run pages through all imports and keeps only what
+changed since the last run (:mod:`exa_source.incremental`; dlt's incremental on ``updatedAt``
+holds the high-water mark). The list is not ordered by the cursor, so the incremental has no
+``row_order``: dlt would stop reading at the first old row and silently drop later changes.
 """
 
 from __future__ import annotations
