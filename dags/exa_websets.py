@@ -268,6 +268,7 @@ def exa_websets() -> None:
         """
         from airflow.sdk.exceptions import AirflowFailException
 
+        from exa_source import settings
         from exa_source.helpers import ExaAuthError, ExaConfigError, ExaCreditsError
         from exa_source.pipeline import make_pipeline, run_load
 
@@ -282,7 +283,7 @@ def exa_websets() -> None:
             )
         destination = _setting("destination", "duckdb") or "duckdb"
         duckdb_path = _duckdb_path() if destination == "duckdb" else None
-        dataset = _setting("dataset", "exa_websets") or "exa_websets"
+        dataset = _setting("dataset", settings.DATASET_NAME) or settings.DATASET_NAME
         pipelines_dir = _setting("pipelines_dir")
         logger.info(
             "exa_websets: key from %s, base URL %s, destination %s%s, dataset %s, pipelines dir %s",

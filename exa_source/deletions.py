@@ -126,19 +126,24 @@ def record(policy: DeletionPolicy, deleted: list[str]) -> dict[str, Any]:
     }
 
 
+def imports_state(pipeline: dlt.Pipeline) -> dict[str, Any]:
+    """The ``imports`` resource's state as last committed (scan counters, window, deletions)."""
+    state: dict[str, Any] = (
+        pipeline.state.get("sources", {})
+        .get(settings.SOURCE_NAME, {})
+        .get("resources", {})
+        .get(settings.IMPORTS_TABLE, {})
+    )
+    return state
+
+
 def apply_deletions(pipeline: dlt.Pipeline) -> int:
     """Apply the deletions recorded by the last complete scan; returns how many ids.
 
     Soft: ``_exa_deleted_at`` is set to the scan's time on rows where it is still null.
     Hard: the rows are deleted. Running it twice changes nothing the second time.
     """
-    entry = (
-        pipeline.state.get("sources", {})
-        .get(settings.SOURCE_NAME, {})
-        .get("resources", {})
-        .get(settings.IMPORTS_TABLE, {})
-        .get("deletions")
-    )
+    entry = imports_state(pipeline).get("deletions")
     if not entry or not entry.get("ids") or entry.get("policy") == "off":
         return 0
     ids: list[str] = entry["ids"]

@@ -19,7 +19,7 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from exa_source import settings
-from exa_source.deletions import apply_deletions
+from exa_source.deletions import apply_deletions, imports_state
 from exa_source.helpers import ExaConfigError, ExaError
 from exa_source.source import exa_websets_source
 from exa_source.warehouse import create_views, drop_views
@@ -77,7 +77,11 @@ def resolve_api_key(explicit: str | None = None) -> str | None:
     return str(key) if key else os.environ.get(settings.API_KEY_ENV) or None
 
 
-def make_destination(destination: str = "duckdb", duckdb_path: str | None = None) -> AnyDestination:
+def make_destination(
+    destination: str = "duckdb",
+    duckdb_path: str | None = None,
+    dataset: str = settings.DATASET_NAME,
+) -> AnyDestination:
     """Return a dlt destination; DuckDB always gets an explicit file path.
 
     Args:
@@ -85,13 +89,14 @@ def make_destination(destination: str = "duckdb", duckdb_path: str | None = None
             other destinations come from dlt config (``DESTINATION__POSTGRES__CREDENTIALS``).
         duckdb_path: DuckDB file; default ``exa.duckdb`` in the working directory. Never a temp
             directory (dlt's default inside Airflow) and never named like the dataset.
+        dataset: the dataset the pipeline loads into.
 
     Raises:
         ExaConfigError: unknown destination, or a DuckDB file named like the dataset.
     """
     if destination == "duckdb":
         path = Path(duckdb_path or settings.DEFAULT_DUCKDB_FILE).expanduser().resolve()
-        if path.stem == settings.DATASET_NAME:
+        if path.stem == dataset:
             raise ExaConfigError(
                 f"DuckDB file {path.name!r} is named like the dataset; dlt fails to load into it"
                 " (Ambiguous reference to catalog or schema)."
@@ -125,7 +130,7 @@ def make_pipeline(
     """Create (or attach to) the pipeline; its state comes back from the destination if absent."""
     return dlt.pipeline(
         pipeline_name=pipeline_name,
-        destination=make_destination(destination, duckdb_path),
+        destination=make_destination(destination, duckdb_path, dataset),
         dataset_name=dataset,
         pipelines_dir=pipelines_dir,  # type: ignore[arg-type]  # None = dlt's default
     )
@@ -207,11 +212,7 @@ def run_load(
     """
     key = resolve_api_key(api_key)
     if not key:
-        raise ExaConfigError(
-            "No Exa API key. Set one of: SOURCES__EXA__API_KEY, EXA_API_KEY, or api_key under"
-            " [sources.exa] in .dlt/secrets.toml (see .dlt/secrets.toml.example). Without a key,"
-            " `exa-source demo` runs against the bundled emulator."
-        )
+        raise ExaConfigError(settings.NO_KEY_MESSAGE)
     options: dict[str, Any] = {
         "base_url": base_url,
         "page_size": page_size,
@@ -243,13 +244,7 @@ def run_load(
     trace = pipeline.last_trace
     normalize = trace.last_normalize_info if trace else None
     rows_loaded = normalize.row_counts.get(settings.IMPORTS_TABLE, 0) if normalize else 0
-    scan = (
-        pipeline.state.get("sources", {})
-        .get(settings.SOURCE_NAME, {})
-        .get("resources", {})
-        .get(settings.IMPORTS_TABLE, {})
-        .get("last_scan", {})
-    )
+    scan = imports_state(pipeline).get("last_scan", {})
     summary = LoadSummary(
         rows_loaded=rows_loaded,
         rows_read=scan.get("rows", 0),

@@ -55,6 +55,12 @@ DUCKDB_MEMORY_LIMIT_ENV: Final = "EXA_DUCKDB_MEMORY_LIMIT"
 
 #: Environment variable many Exa users already have (the SDKs read it too).
 API_KEY_ENV: Final = "EXA_API_KEY"
+#: Where a missing key can be set, for the error raised before any request.
+NO_KEY_MESSAGE: Final = (
+    "No Exa API key. Set one of: SOURCES__EXA__API_KEY, EXA_API_KEY, or api_key under"
+    " [sources.exa] in .dlt/secrets.toml (see .dlt/secrets.toml.example). Without a key,"
+    " `exa-source demo` runs against the bundled emulator."
+)
 
 #: Log a progress line at most this often during a long scan, in seconds.
 PROGRESS_EVERY_SECONDS: Final = 5.0

@@ -226,10 +226,7 @@ def exa_websets_source(
         ExaConfigError: an option is invalid (checked before any request).
     """
     if not api_key or not str(api_key).strip():
-        raise ExaConfigError(
-            "No Exa API key: set SOURCES__EXA__API_KEY or EXA_API_KEY, or api_key under"
-            " [sources.exa] in .dlt/secrets.toml"
-        )
+        raise ExaConfigError(settings.NO_KEY_MESSAGE)
     base_url = validate_base_url(base_url)
     validate_page_size(page_size)
     if lag_seconds < 0:
