@@ -95,9 +95,7 @@ def exa_source(args: argparse.Namespace) -> Result:
         pipeline_name="bench_exa",
         pipelines_dir=str(workdir / "pipelines"),
     )
-    summary = run_load(
-        pipeline, api_key=args.api_key, base_url=args.base_url, lag_seconds=args.lag_seconds
-    )
+    summary = run_load(pipeline, api_key=args.api_key, base_url=args.base_url)
     return {
         "import_s": import_s,
         "work_s": time.perf_counter() - t,
@@ -254,9 +252,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--workdir", default=".", help="pipelines dir and DuckDB file go here")
-    parser.add_argument(
-        "--lag-seconds", type=float, default=None, help="exa_source: lag window (default 300)"
-    )
     args = parser.parse_args(argv)
     result = VARIANTS[args.variant](args)
     result["variant"] = args.variant

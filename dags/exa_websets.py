@@ -6,7 +6,7 @@ the workers). Configuration and credentials are described in the DAG's ``doc_md`
 Design: plain TaskFlow, not dlt's ``PipelineTasksGroup``
 ---------------------------------------------------------
 ``dlt.helpers.airflow_helper.PipelineTasksGroup`` works on Airflow 3 but its caveats
-(``shared/reference/dlt-airflow-notes.md``) break three requirements of this DAG:
+(``docs/dlt-behaviour.md``) break three requirements of this DAG:
 
 * ``add_run(..., decompose="serialize")`` builds the source, and resolves its secrets, at DAG
   *parse* time: without the API key in the DAG processor the file fails to import, and the
@@ -196,7 +196,7 @@ def _resolve_credentials() -> tuple[str | None, str | None, str]:
     """
     from airflow.sdk.log import mask_secret
 
-    from exa_source.pipeline import resolve_api_key
+    from exa_source.config import resolve_api_key
 
     conn_id = _env("EXA_WEBSETS_CONN_ID", DEFAULT_CONN_ID)
     key, base_url = _connection_credentials(conn_id)
@@ -267,9 +267,9 @@ def exa_websets() -> None:
             ExaError: the API failed after dlt's HTTP retries (Airflow retries the task).
         """
         from airflow.sdk.exceptions import AirflowFailException
+        from exa_source.helpers import ExaAuthError, ExaConfigError, ExaCreditsError
 
         from exa_source import settings
-        from exa_source.helpers import ExaAuthError, ExaConfigError, ExaCreditsError
         from exa_source.pipeline import make_pipeline, run_load
 
         os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")

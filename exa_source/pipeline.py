@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import dlt
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.destination import Destination
 from dlt.common.destination.reference import AnyDestination
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from exa_source import settings
-from exa_source.deletions import apply_deletions, imports_state
-from exa_source.helpers import ExaConfigError, ExaError
+from exa_source.config import require_api_key
+from exa_source.dlt_workarounds import recover_interrupted_run
+from exa_source.exceptions import ExaConfigError, ExaError
 from exa_source.source import exa_websets_source
 from exa_source.warehouse import create_views, drop_views
 
@@ -32,10 +30,10 @@ class LoadSummary:
     """What one run did, for the CLI's summary line and the DAG's XCom.
 
     Attributes:
-        rows_loaded: import rows new or changed since the last run, written to the table.
+        rows_loaded: imports new or changed compared with the destination table, written.
         rows_read: import rows read from the API (every run scans them all).
-        rows_deleted: imports found deleted upstream by this run's complete scan (soft- or
-            hard-deleted in the destination according to the deletion policy).
+        rows_deleted: imports found deleted upstream by this run's complete scan, written as
+            deletion marks in the same load (soft- or hard-deleted by the deletion policy).
         pages: list pages read.
         requests: HTTP attempts, retries included.
         retried: attempts answered 429 or 5xx.
@@ -59,22 +57,6 @@ class LoadSummary:
     def as_dict(self) -> dict[str, Any]:
         """Return the summary as plain JSON-able values."""
         return asdict(self)
-
-
-def resolve_api_key(explicit: str | None = None) -> str | None:
-    """Find the API key: an explicit value, then dlt config/secrets, then ``EXA_API_KEY``.
-
-    dlt looks in ``SOURCES__EXA__API_KEY``, ``.dlt/secrets.toml`` (``[sources.exa] api_key``)
-    and its other providers (e.g. the Airflow Variable ``dlt_secrets_toml``).
-    """
-    if explicit:
-        return explicit
-    key: Any = None
-    try:
-        key = dlt.secrets.get(f"sources.{settings.SOURCE_NAME}.api_key")
-    except ConfigFieldMissingException:
-        pass
-    return str(key) if key else os.environ.get(settings.API_KEY_ENV) or None
 
 
 def make_destination(
@@ -136,50 +118,6 @@ def make_pipeline(
     )
 
 
-def recover_interrupted_run(pipeline: dlt.Pipeline) -> bool:
-    """Finish what a killed run left behind, so that this run starts from a clean folder.
-
-    Two things a SIGKILL can leave in dlt 1.31's pipeline folder:
-
-    * a package killed inside normalize's commit: normalize renames ``load/new/<id>`` to
-      ``load/normalized/<id>`` and only then deletes ``normalize/extracted/<id>``. Both copies
-      survive and every later run fails with "Directory not empty". The normalized copy is
-      complete, so the stale copies go;
-    * a package extracted or normalized but not loaded. ``pipeline.run(source)`` would load it
-      *instead of* extracting the source, so changes made since wait for yet another run. It is
-      loaded here first; then the state is re-read from the destination (the package carried
-      a newer one than the local folder may hold if the kill came before dlt saved it) and the
-      deletions that run recorded are applied.
-
-    Returns:
-        True when a pending package was loaded.
-    """
-    work = Path(pipeline.working_dir)
-
-    def entries(sub: str) -> set[str]:
-        return {p.name for p in (work / sub).glob("*")}
-
-    normalized = set(pipeline.list_normalized_load_packages())
-    stale = [("normalize/extracted", i) for i in entries("normalize/extracted") & normalized]
-    # load/new holds a package only while its extracted copy exists; anything else there is
-    # a committed duplicate, or a temp folder or temp file (dlt's atomic save) of a killed run
-    stale += [("load/new", i) for i in entries("load/new") - entries("normalize/extracted")]
-    for sub, name in stale:
-        logger.warning("removing %s/%s, left behind by a killed run", sub, name)
-        path = work / sub / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    if not pipeline.has_pending_data:
-        return False
-    logger.warning("loading the packages left by an interrupted run before extracting anew")
-    pipeline.run()
-    pipeline.sync_destination()
-    apply_deletions(pipeline)
-    return True
-
-
 def unwrap(exc: BaseException) -> BaseException:
     """Return the innermost :class:`ExaError` behind dlt's wrappers, else ``exc`` itself."""
     seen: BaseException | None = exc
@@ -190,6 +128,17 @@ def unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+def imports_state(pipeline: dlt.Pipeline) -> dict[str, Any]:
+    """The ``imports`` resource's state as last committed (the last scan's description)."""
+    state: dict[str, Any] = (
+        pipeline.state.get("sources", {})
+        .get(settings.SOURCE_NAME, {})
+        .get("resources", {})
+        .get(settings.IMPORTS_TABLE, {})
+    )
+    return state
+
+
 def run_load(
     pipeline: dlt.Pipeline,
     *,
@@ -197,36 +146,32 @@ def run_load(
     base_url: str | None = None,
     page_size: int | None = None,
     initial_updated_at: str | None = None,
-    lag_seconds: float | None = None,
     deletions: str | None = None,
     full_refresh: bool = False,
 ) -> LoadSummary:
     """Run one load of the ``exa`` source into ``pipeline``.
 
     Options left as None come from dlt config (``[sources.exa]``) or the source's defaults.
+    First finishes what a killed run left behind
+    (:func:`~exa_source.dlt_workarounds.recover_interrupted_run`), then loads, then refreshes
+    the BI views.
 
     Raises:
         ExaConfigError: no API key or an invalid option, before any request.
         ExaError: the API or the data failed the run; nothing was committed.
         PipelineStepFailed: a failure in dlt's normalize or load step.
     """
-    key = resolve_api_key(api_key)
-    if not key:
-        raise ExaConfigError(settings.NO_KEY_MESSAGE)
+    key = require_api_key(api_key)
     options: dict[str, Any] = {
         "base_url": base_url,
         "page_size": page_size,
         "initial_updated_at": initial_updated_at,
-        "lag_seconds": lag_seconds,
         "deletions": deletions,
     }
     source = exa_websets_source(api_key=key, **{k: v for k, v in options.items() if v is not None})
     started = time.monotonic()
     if full_refresh:
         drop_views(pipeline)  # PostgreSQL: the views would block dlt's drop of `imports`
-    # objects created by imports live until exit: keep the garbage collector from re-walking
-    # them during the run (measured: ~8% less CPU per load)
-    gc.freeze()
     try:
         recover_interrupted_run(pipeline)
         info = pipeline.run(
@@ -239,16 +184,12 @@ def run_load(
             raise inner from None
         raise
     create_views(pipeline)
-    rows_deleted = apply_deletions(pipeline)
     seconds = time.monotonic() - started
-    trace = pipeline.last_trace
-    normalize = trace.last_normalize_info if trace else None
-    rows_loaded = normalize.row_counts.get(settings.IMPORTS_TABLE, 0) if normalize else 0
     scan = imports_state(pipeline).get("last_scan", {})
     summary = LoadSummary(
-        rows_loaded=rows_loaded,
+        rows_loaded=scan.get("changed", 0),
         rows_read=scan.get("rows", 0),
-        rows_deleted=rows_deleted,
+        rows_deleted=scan.get("deleted", 0),
         pages=scan.get("pages", 0),
         requests=scan.get("requests", 0),
         retried=scan.get("retried", 0),

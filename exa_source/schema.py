@@ -4,7 +4,7 @@ The table's shape is declared here, not inferred from the first page, so that it
 under a BI tool: every column exists from the first load even when all its values are null, and
 timestamps are ``timestamp with time zone`` everywhere. Each page of the API becomes one Arrow
 table: dlt loads Arrow tables as Parquet without touching rows one by one, which is what makes
-the default path fast (see ``shared/reference/perf-baseline.md``).
+the default path fast (see ``docs/dlt-behaviour.md`` "Speed").
 """
 
 from __future__ import annotations
@@ -20,13 +20,9 @@ import pyarrow.compute as pc
 from dlt.common.schema.typing import TColumnSchema, TTableSchemaColumns
 
 from exa_source import settings
-from exa_source.helpers import ExaError
+from exa_source.exceptions import ExaDataError
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
-
-
-class ExaDataError(ExaError):
-    """A record the API sent cannot be loaded as declared (e.g. an unparseable ``updatedAt``)."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +53,7 @@ def _ts(meaning: str, example: str, name: str, nullable: bool = True) -> Column:
     return Column(name, TIMESTAMP, hints, meaning, example)
 
 
-#: The columns in the API's key order (reference §3.3), ``entity`` split into two columns.
+#: The columns in the API's key order (``docs/exa-api.md`` §3.3), ``entity`` split into two columns.
 COLUMNS: tuple[Column, ...] = (
     Column(
         "id",
@@ -103,7 +99,7 @@ COLUMNS: tuple[Column, ...] = (
     _ts("When the import failed.", "2025-11-23 17:16:09.512+00", "failedAt"),
     _ts("When the import was created.", "2025-11-23 17:16:04.201+00", "createdAt", False),
     _ts(
-        "Last change; the incremental cursor.",
+        "Last change; compared with the stored value on every run to find what changed.",
         "2025-11-23 17:16:04.403+00",
         "updatedAt",
         False,
@@ -113,11 +109,29 @@ COLUMNS: tuple[Column, ...] = (
         "2026-11-28 16:40:00.000+00",
         settings.DELETED_AT_COLUMN,
     ),
+    _text(
+        "The dlt load that wrote this row: join `_dlt_loads.load_id` for its time and status;"
+        " the key for dbt incremental models and lineage.",
+        "1795902089.9450753",
+        settings.LOAD_ID_COLUMN,
+    ),
 )
 
-#: dlt column hints for the resource, keyed by the API's field names.
-COLUMN_HINTS: TTableSchemaColumns = {c.name: {"name": c.name, **c.hints} for c in COLUMNS}
-COLUMN_HINTS["updatedAt"]["dedup_sort"] = "desc"
+
+def column_hints(hard_delete: bool = False) -> TTableSchemaColumns:
+    """Dlt column hints for the resource, keyed by the API's field names.
+
+    Args:
+        hard_delete: mark ``_exa_deleted_at`` as dlt's ``hard_delete`` column, so that a row
+            yielded with it set deletes the stored row instead of being written (``hard``
+            deletion policy). Set explicitly to False otherwise, so that switching back to
+            ``soft`` overrides the hint stored in the schema.
+    """
+    hints: TTableSchemaColumns = {c.name: {"name": c.name, **c.hints} for c in COLUMNS}
+    hints["updatedAt"]["dedup_sort"] = "desc"
+    hints[settings.DELETED_AT_COLUMN]["hard_delete"] = hard_delete
+    return hints
+
 
 ARROW_SCHEMA = pa.schema(
     [pa.field(c.name, c.arrow, nullable=c.hints.get("nullable", True)) for c in COLUMNS]
@@ -132,7 +146,7 @@ def _json_or_none(value: Any) -> str | None:
 _ENTITY = pa.struct([("type", pa.string()), ("description", pa.string())])
 
 
-def _values(rows: Sequence[dict[str, Any]], key: str) -> list[Any]:
+def values(rows: Sequence[dict[str, Any]], key: str) -> list[Any]:
     """Return ``row[key]`` for every row; C-speed when every row has the key (the norm)."""
     try:
         return list(map(itemgetter(key), rows))
@@ -142,10 +156,10 @@ def _values(rows: Sequence[dict[str, Any]], key: str) -> list[Any]:
 
 def _metadata(rows: Sequence[dict[str, Any]]) -> pa.Array:
     """Encode each ``metadata`` map as one JSON text (loaded into a JSON column)."""
-    values = _values(rows, "metadata")
-    if None in values:
-        return pa.array([_json_or_none(v) for v in values], pa.string())
-    return pa.array(list(map(orjson.dumps, values)), pa.string())
+    maps = values(rows, "metadata")
+    if None in maps:
+        return pa.array([_json_or_none(v) for v in maps], pa.string())
+    return pa.array(list(map(orjson.dumps, maps)), pa.string())
 
 
 def _timestamps(name: str, values: list[Any], rows: Sequence[dict[str, Any]]) -> pa.Array:
@@ -189,8 +203,8 @@ def keys(rows: Sequence[dict[str, Any]]) -> tuple[pa.Array, pa.Array]:
     Raises:
         ExaDataError: an ``id`` or ``updatedAt`` is missing, or ``updatedAt`` is unparseable.
     """
-    ids = pa.array(_values(rows, "id"), pa.string())
-    updated = _timestamps(settings.CURSOR_FIELD, _values(rows, settings.CURSOR_FIELD), rows)
+    ids = pa.array(values(rows, "id"), pa.string())
+    updated = _timestamps(settings.CURSOR_FIELD, values(rows, settings.CURSOR_FIELD), rows)
     _require("id", ids, rows)
     _require(settings.CURSOR_FIELD, updated, rows)
     return ids, updated
@@ -222,25 +236,27 @@ def page_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
             its declared type (the API changed a type: fail loudly, no variant columns).
     """
     try:
-        entity = pa.array(_values(rows, "entity"), _ENTITY)
+        entity = pa.array(values(rows, "entity"), _ENTITY)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         entity = pa.array(
-            [e if isinstance(e, dict) else None for e in _values(rows, "entity")], _ENTITY
+            [e if isinstance(e, dict) else None for e in values(rows, "entity")], _ENTITY
         )
     arrays: list[pa.Array] = []
     for column in COLUMNS:
         name = column.name
-        if name == settings.DELETED_AT_COLUMN:
+        if name == settings.LOAD_ID_COLUMN:
+            arrays.append(pa.nulls(len(rows), pa.string()))  # stamped by the scan (sync.py)
+        elif name == settings.DELETED_AT_COLUMN:
             arrays.append(pa.nulls(len(rows), TIMESTAMP))  # live: the API only lists live imports
         elif name == "metadata":
             arrays.append(_metadata(rows))
         elif name.startswith("entity__"):
             arrays.append(pc.struct_field(entity, name.removeprefix("entity__")))
         elif column.arrow == TIMESTAMP:
-            arrays.append(_timestamps(name, _values(rows, name), rows))
+            arrays.append(_timestamps(name, values(rows, name), rows))
         else:
             try:
-                arrays.append(pa.array(_values(rows, name), column.arrow))
+                arrays.append(pa.array(values(rows, name), column.arrow))
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise ExaDataError(
                     f"the API changed the type of {name!r}: {exc}. Declared"

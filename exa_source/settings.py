@@ -1,36 +1,30 @@
 """Constants of the Exa Websets API and of the connector's defaults.
 
-Every number that describes the API cites `shared/reference/exa-websets-api.md`; every default
-that is a choice of ours says why in a comment.
+Every number that describes the API cites ``docs/exa-api.md``; every default that is a choice
+of ours says why in a comment.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-#: Where the real API lives; every Websets path starts with ``/websets/v0/`` (reference §1).
+#: Where the real API lives; every Websets path starts with ``/websets/v0/``
+#: (``docs/exa-api.md`` §1).
 DEFAULT_BASE_URL: Final = "https://api.exa.ai"
-#: The imports list endpoint, relative to the base URL (reference §3.1).
+#: The imports list endpoint, relative to the base URL (``docs/exa-api.md`` §3.1).
 IMPORTS_PATH: Final = "/websets/v0/imports"
-#: Header that carries the API key (reference §1). The SDKs never send anything else.
+#: Header that carries the API key (``docs/exa-api.md`` §1). The SDKs never send anything else.
 API_KEY_HEADER: Final = "x-api-key"
 
-#: ``limit`` accepts 1-200 on ``GET /v0/imports`` (reference §3.1).
+#: ``limit`` accepts 1-200 on ``GET /v0/imports`` (``docs/exa-api.md`` §3.1).
 MIN_PAGE_SIZE: Final = 1
 MAX_PAGE_SIZE: Final = 200
 #: The API's own default is 25; we ask for the maximum: 8x fewer requests for a full scan,
 #: and a full scan happens on every run because the API has no ``updatedAt`` filter.
 DEFAULT_PAGE_SIZE: Final = MAX_PAGE_SIZE
 
-#: The incremental cursor field of an import (reference §4.4).
+#: The field that says when an import last changed (``docs/exa-api.md`` §4.4).
 CURSOR_FIELD: Final = "updatedAt"
-#: Re-read window before the previous run's high-water mark, in seconds. An update whose
-#: ``updatedAt`` was stamped before the previous run's maximum but committed after that run read
-#: the page (a "late commit": a slow transaction, a lagging read replica or skew between API
-#: nodes) would otherwise be missed forever. Five minutes covers all of these with a wide margin.
-#: Rows re-read in the window are not re-loaded unless their ``updatedAt`` changed (see
-#: ``incremental.py``), so the price is a few kilobytes of state, not rows.
-DEFAULT_LAG_SECONDS: Final = 300.0
 
 #: dlt names. The pipeline and dataset share a name; the DuckDB *file* must not (dlt fails with
 #: "Ambiguous reference to catalog or schema" when a DuckDB file is named like its dataset).
@@ -42,6 +36,9 @@ IMPORTS_TABLE: Final = "imports"
 
 #: Column stamped when an import disappears from the API (soft-delete policy); null while live.
 DELETED_AT_COLUMN: Final = "_exa_deleted_at"
+#: dlt's column naming the load that wrote a row. dlt adds it to Arrow tables only when a
+#: normalizer setting is on; the source stamps it itself so that every row has it.
+LOAD_ID_COLUMN: Final = "_dlt_load_id"
 #: What to do with imports deleted in Exa: "soft" keeps the row and stamps DELETED_AT_COLUMN
 #: (history survives, BI filters on it), "hard" deletes the row, "off" does nothing.
 DEFAULT_DELETIONS: Final = "soft"

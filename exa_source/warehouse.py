@@ -11,7 +11,8 @@ One place for each thing:
   every successful load.
 * :func:`data_dictionary` renders the markdown dictionary from a dlt schema plus the meanings
   and examples declared in :mod:`exa_source.schema` and :data:`VIEW_COLUMNS`.
-* :data:`REPORT_QUERIES` and :func:`summary` are what ``exa-source report`` prints and charts.
+* :data:`REPORT_QUERIES` and :func:`summary` are what ``exa-source report`` prints and charts;
+  :func:`render_report` is the demo's short report.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dlt.common.destination.typing import PreparedTableSchema
 from dlt.common.schema import Schema
 from dlt.common.schema.typing import TColumnSchema, TTableSchema
 from dlt.common.schema.utils import has_table_seen_data
+from dlt.destinations.exceptions import DatabaseException
 
 from exa_source import settings
 from exa_source.schema import COLUMNS
@@ -54,8 +56,7 @@ DICTIONARY_END = "<!-- dictionary:end -->"
 #: Deletion detection: ``{live_filter}`` becomes ``and "_exa_deleted_at" is null`` as soon as
 #: the table has that column, so a soft-deleted import disappears from every view (the newest
 #: row of an id decides; hard-deleted rows are simply absent).
-CURRENT_SQL = """
-create or replace view {current} as
+CURRENT_SELECT = """
 select {columns}
 from (
     select {columns}{deleted_at},
@@ -64,6 +65,24 @@ from (
 ) as ranked
 where exa_row_in_id = 1{live_filter}
 """
+CURRENT_SQL = "create or replace view {current} as" + CURRENT_SELECT
+
+#: PostgreSQL records which views read a table and refuses ``drop table`` while they exist, so
+#: ``dlt pipeline exa_websets drop imports`` (and dlt's refresh) would fail after dlt had already
+#: reset its state. There ``imports_current`` reads the table through a SQL function: a function
+#: body written as a string is not tracked as a dependency, and PostgreSQL inlines a
+#: ``language sql stable`` set-returning function into the calling query, so filters on the view
+#: still reach the table. DuckDB does not track view dependencies at all.
+CURRENT_FUNCTION = "_exa_imports_current"
+CURRENT_SQL_POSTGRES = (
+    """
+create or replace function {function}() returns table({signature})
+language sql stable as $exa_source$"""
+    + CURRENT_SELECT
+    + """$exa_source$;
+create or replace view {current} as select * from {function}()
+"""
+)
 
 #: Live imports and their records by status and entity type.
 STATUS_SQL = """
@@ -78,8 +97,8 @@ group by "status", "entity__type"
 
 #: Per UTC day: imports created, completed and failed, and the median time to complete.
 #: The API has no ``completedAt``: an import's completion time is its ``updated_at`` while its
-#: status is ``completed`` (the final transition bumps ``updatedAt``, reference §6). A later
-#: PATCH of title/metadata bumps it again, so for edited imports this is an upper bound.
+#: status is ``completed`` (the final transition bumps ``updatedAt``, ``docs/exa-api.md`` §6).
+#: A later PATCH of title/metadata bumps it again, so for edited imports this is an upper bound.
 #: Failures are dated by ``failed_at`` (``updated_at`` if absent). Median in exact
 #: milliseconds, shown in seconds: a median is an integer or a half millisecond, so 4 decimals
 #: are exact on both engines.
@@ -190,33 +209,53 @@ def view_statements(
     qualify: Any,
     quote: Any,
     has_deleted_at: bool = False,
+    column_types: dict[str, str] | None = None,
 ) -> list[str]:
-    """Return the ``create or replace view`` statements, in creation order.
+    """Return the ``create or replace`` statements of the views, in creation order.
 
     Args:
         columns: data columns of ``imports`` (normalized names), in table order.
         qualify: ``name -> qualified name`` (dlt's ``make_qualified_table_name``).
         quote: ``column -> quoted column`` (dlt's ``escape_column_name``).
         has_deleted_at: the table has the soft-delete column: filter deleted imports out.
+        column_types: PostgreSQL only: each column's type as the table has it; then
+            ``imports_current`` reads the table through :data:`CURRENT_FUNCTION`.
     """
     names = {
         "imports": qualify(settings.IMPORTS_TABLE),
         "current": qualify(CURRENT_VIEW),
         "summary": qualify(STATUS_VIEW),
         "daily": qualify(DAILY_VIEW),
+        "function": qualify(CURRENT_FUNCTION),
     }
     deleted_at = quote(DELETED_AT_COLUMN)
-    live_filter = f"\n  and {deleted_at} is null" if has_deleted_at else ""
-    column_list = ", ".join(quote(c) for c in columns)
+    values = {
+        "columns": ", ".join(quote(c) for c in columns),
+        "deleted_at": f", {deleted_at}" if has_deleted_at else "",
+        "live_filter": f"\n  and {deleted_at} is null" if has_deleted_at else "",
+        "signature": ", ".join(f"{quote(c)} {(column_types or {}).get(c, '')}" for c in columns),
+        **names,
+    }
+    views = dict(VIEWS)
+    if column_types is not None:
+        views[CURRENT_VIEW] = CURRENT_SQL_POSTGRES
     return [
-        sql.format(
-            columns=column_list,
-            deleted_at=f", {deleted_at}" if has_deleted_at else "",
-            live_filter=live_filter,
-            **names,
-        ).strip()
-        for sql in VIEWS.values()
+        part.strip()
+        for sql in views.values()
+        for part in sql.format(**values).split(";\n")
+        if part.strip()
     ]
+
+
+def _postgres_column_types(client: Any, columns: Sequence[str]) -> dict[str, str]:
+    """Each column's type as the PostgreSQL table has it, e.g. ``timestamp with time zone``."""
+    sql = (
+        "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a"
+        " where a.attrelid = cast(%s as regclass) and a.attnum > 0 and not a.attisdropped"
+    )
+    rows = client.execute_sql(sql, client.make_qualified_table_name(settings.IMPORTS_TABLE))
+    types = {str(name): str(kind) for name, kind in rows or []}
+    return {c: types[c] for c in columns if c in types}
 
 
 def create_views(pipeline: dlt.Pipeline) -> list[str]:
@@ -233,33 +272,60 @@ def create_views(pipeline: dlt.Pipeline) -> list[str]:
         logger.info("views: %s has no data yet; views not created", settings.IMPORTS_TABLE)
         return []
     has_deleted_at = DELETED_AT_COLUMN in table["columns"]
+    columns = data_columns(table)
+    postgres = pipeline.destination is not None and (
+        pipeline.destination.destination_name == "postgres"
+    )
     with pipeline.sql_client() as client:
         statements = view_statements(
-            data_columns(table),
+            columns,
             client.make_qualified_table_name,
             client.escape_column_name,
             has_deleted_at,
+            _postgres_column_types(client, columns) if postgres else None,
         )
-        with client.begin_transaction():
-            for statement in statements:
-                client.execute_sql(statement)
+        try:
+            with client.begin_transaction():
+                for statement in statements:
+                    client.execute_sql(statement)
+        except DatabaseException as exc:
+            if not postgres:
+                raise
+            # a new column changed the function's result type, which PostgreSQL cannot replace
+            # in place: drop our views and the function, then create them again
+            logger.info("views: recreating them (%s)", str(exc).splitlines()[0])
+            with client.begin_transaction():
+                _drop(client, postgres)
+                for statement in statements:
+                    client.execute_sql(statement)
     logger.info("views: %s refreshed in %s", ", ".join(VIEWS), pipeline.dataset_name)
     return list(VIEWS)
+
+
+def _drop(client: Any, postgres: bool) -> None:
+    """Drop the views (and on PostgreSQL their function) inside the caller's transaction."""
+    for view in reversed(VIEWS):
+        client.execute_sql(f"drop view if exists {client.make_qualified_table_name(view)}")
+    if postgres:
+        function = client.make_qualified_table_name(CURRENT_FUNCTION)
+        client.execute_sql(f"drop function if exists {function}()")
 
 
 def drop_views(pipeline: dlt.Pipeline) -> None:
     """Drop the BI views, e.g. before a full refresh.
 
-    PostgreSQL refuses to drop a table that views depend on, and dlt's full refresh
-    (``refresh="drop_sources"``) drops ``imports`` without ``cascade``; the load then fails and
-    leaves a pending package. :func:`create_views` recreates the views after the load.
+    Views made by versions before 0.2 read ``imports`` directly, and PostgreSQL refuses to drop
+    a table that views depend on: dlt's full refresh (``refresh="drop_sources"``) would fail and
+    leave a pending package. :func:`create_views` recreates the views after the load.
     """
+    postgres = pipeline.destination is not None and (
+        pipeline.destination.destination_name == "postgres"
+    )
     with pipeline.sql_client() as client:
         if not client.has_dataset():
             return
         with client.begin_transaction():
-            for view in reversed(VIEWS):
-                client.execute_sql(f"drop view if exists {client.make_qualified_table_name(view)}")
+            _drop(client, postgres)
     logger.info("views: dropped in %s", pipeline.dataset_name)
 
 
@@ -355,6 +421,47 @@ def write_chart(results: dict[str, ViewResult], path: str | Path) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+#: The demo's report: live imports by status and entity type, and the table's totals.
+STATUS_BY_ENTITY = f"""
+select status, entity__type, count(*) as imports
+from {{table}}
+where {DELETED_AT_COLUMN} is null
+group by status, entity__type
+order by status, entity__type
+"""
+TOTALS = f"""
+select count(*), count(distinct id), count({DELETED_AT_COLUMN}), max(updated_at)
+from {{table}}
+"""
+
+
+def query(pipeline: dlt.Pipeline, sql: str) -> list[Sequence[Any]]:
+    """Run ``sql`` in the pipeline's dataset; ``{table}`` names the imports table."""
+    with pipeline.sql_client() as client:
+        table = client.make_qualified_table_name(settings.IMPORTS_TABLE)
+        with client.execute_query(sql.format(table=table)) as cursor:
+            return list(cursor.fetchall())
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Format rows as an aligned plain-text table."""
+    cells = [list(map(str, headers)), *[[str(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_report(pipeline: dlt.Pipeline) -> str:
+    """Return live imports by status and entity type, and the totals, as text (the demo's)."""
+    rows, distinct, deleted, newest = query(pipeline, TOTALS)[0]
+    table = format_table(("status", "entity type", "imports"), query(pipeline, STATUS_BY_ENTITY))
+    return (
+        f"{table}\n\n{rows:,} rows, {distinct:,} distinct ids, {rows - deleted:,} live,"
+        f" {deleted:,} soft-deleted (gone from Exa), newest updatedAt {newest}"
+    )
 
 
 # --------------------------------------------------------------------------------- dictionary

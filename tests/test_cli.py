@@ -35,7 +35,7 @@ def test_load_prints_a_summary_and_dlt_cli_sees_the_pipeline(
     tmp_path: Path, emulator: Emulator
 ) -> None:
     pipes = str(tmp_path / "pipelines")
-    args = ["load", "--base-url", emulator.base_url, "--pipelines-dir", pipes, "--lag-seconds", "0"]
+    args = ["load", "--base-url", emulator.base_url, "--pipelines-dir", pipes]
     first = run(args, tmp_path, {"SOURCES__EXA__API_KEY": KEY})
     assert first.returncode == 0, first.stderr
     assert "Loaded 1,000 new or changed imports (read 1,000 in 5 pages" in first.stdout

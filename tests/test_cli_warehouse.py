@@ -9,13 +9,13 @@ from conftest import Target
 
 from exa_source.cli import EXIT_CONFIG, EXIT_FAILED, main
 from exa_source.emulator import Emulator
-from exa_source.report import format_table
 from exa_source.warehouse import (
     DAILY_VIEW,
     DICTIONARY_END,
     DICTIONARY_START,
     STATUS_VIEW,
     data_dictionary,
+    format_table,
     summary,
 )
 

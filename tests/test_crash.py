@@ -198,10 +198,10 @@ class Crash:
         pipeline = self.target.pipeline()
         assert not pipeline.has_pending_data
         pipeline.sync_destination()  # the committed state, as the next run will see it
-        state = pipeline.state["sources"]["exa"]["resources"]["imports"]
-        last = state["incremental"]["updatedAt"]["last_value"]
-        landed = max(r["updated_at"] for r in self.target.rows())
-        assert _ts(last) == _ts(landed), "the cursor is ahead of (or behind) the data"
+        scan = pipeline.state["sources"]["exa"]["resources"]["imports"]["last_scan"]
+        live = [r["updated_at"] for r in self.target.rows() if r["_exa_deleted_at"] is None]
+        assert scan["complete"] is True
+        assert _ts(scan["max_updated_at"]) == _ts(max(live)), "the state does not describe the data"
 
 
 def _phase_reached(work: Path, trigger: str, loaded_before: set[str]) -> bool:

@@ -118,8 +118,6 @@ class Deployment:
             AIRFLOW_CONN_EXA_DEFAULT=json.dumps(conn),
             EXA_WEBSETS_DUCKDB_PATH=str(self.duckdb_path),
             EXA_WEBSETS_PIPELINES_DIR=str(self.pipelines_dir),
-            # no lag window: a run after changes must load exactly the changed rows
-            SOURCES__EXA__LAG_SECONDS="0",
         )
         env.update(extra)
         assert not any(k in env for k in ("SOURCES__EXA__API_KEY", "EXA_API_KEY"))

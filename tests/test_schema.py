@@ -9,7 +9,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from exa_source.schema import COLUMN_HINTS, COLUMNS, ExaDataError, page_to_table
+from exa_source import ExaDataError
+from exa_source.schema import COLUMNS, column_hints, page_to_table
 
 
 def record(**overrides: Any) -> dict[str, Any]:
@@ -39,8 +40,10 @@ def test_every_declared_column_exists_with_its_type_even_when_null() -> None:
     assert table.schema.field("count").type == pa.int64()
     assert table.column("failedAt").null_count == 1
     assert table.column("entity__description").to_pylist() == [None]
-    assert COLUMN_HINTS["metadata"]["data_type"] == "json"
-    assert COLUMN_HINTS["id"]["primary_key"] is True
+    assert column_hints()["metadata"]["data_type"] == "json"
+    assert column_hints()["id"]["primary_key"] is True
+    assert column_hints()["_exa_deleted_at"]["hard_delete"] is False
+    assert column_hints(hard_delete=True)["_exa_deleted_at"]["hard_delete"] is True
 
 
 def test_values_are_converted() -> None:

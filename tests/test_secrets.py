@@ -173,7 +173,7 @@ def test_the_key_leaks_nowhere(tmp_path: Path) -> None:
                 cur.execute(f'drop schema if exists "{pg_dataset}_staging" cascade')
         assert b"import_" in databases["postgres tables"]
     assert b"import_" in databases["duckdb tables"]
-    assert b"last_value" in databases["duckdb tables"], "pipeline state was not decompressed"
+    assert b"last_scan" in databases["duckdb tables"], "pipeline state was not decompressed"
     # the search itself finds a planted key (positive control)
     assert _hits({"control": b"x-api-key: " + KEY.encode()}, [KEY])
 

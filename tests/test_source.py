@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import dlt
 import pytest
 from conftest import KEY, Target, assert_equals_emulator
 
@@ -15,9 +20,9 @@ from exa_source import (
     ExaConfigError,
     ExaCreditsError,
     exa_websets_source,
+    settings,
 )
 from exa_source.emulator import Emulator, Fault, parse_time
-from exa_source.settings import DEFAULT_LAG_SECONDS
 
 LIST = ("GET", "/websets/v0/imports")
 
@@ -26,15 +31,16 @@ def _max_updated(emu: Emulator) -> datetime:
     return max(parse_time(r["updatedAt"]) for r in emu.store.snapshot())
 
 
-def _in_window(emu: Emulator, since: datetime) -> set[str]:
-    """Ids whose updatedAt is at or after ``since`` (what a lag window re-reads)."""
+def _updated_since(emu: Emulator, since: datetime) -> set[str]:
+    """Ids whose updatedAt is at or after ``since``."""
     return {r["id"] for r in emu.store.snapshot() if parse_time(r["updatedAt"]) >= since}
 
 
 def _state(target: Target) -> Any:
+    """The committed description of the last scan (synced into a fresh pipeline)."""
     pipeline = target.pipeline()
     pipeline.sync_destination()
-    return pipeline.state["sources"]["exa"]["resources"]["imports"]["incremental"]["updatedAt"]
+    return pipeline.state["sources"]["exa"]["resources"]["imports"]["last_scan"]
 
 
 def test_first_load_equals_emulator(target: Target, emulator: Emulator) -> None:
@@ -53,57 +59,38 @@ def test_first_load_equals_emulator(target: Target, emulator: Emulator) -> None:
 
 def test_next_run_loads_only_changes(target: Target, emulator: Emulator) -> None:
     target.load(emulator)
-    window = _in_window(emulator, _max_updated(emulator) - timedelta(seconds=DEFAULT_LAG_SECONDS))
-    assert window  # the default 300 s window re-reads some seeded imports...
     changed = emulator.store.mutate(update=30, create=7, advance=12, seed=3)
     touched = {i for ids in changed.values() for i in ids}
 
     summary = target.load(emulator)
 
-    # ...but only rows whose (id, updatedAt) was not loaded before are loaded again
     assert summary.rows_loaded == len(touched) == 49
     assert summary.rows_read == 1_007
     assert_equals_emulator(target, emulator)
 
 
-@pytest.mark.parametrize("lag", [None, 0, 3600])
-def test_rerun_without_change_loads_no_import_rows(
-    target: Target, emulator: Emulator, lag: float | None
-) -> None:
-    target.load(emulator, lag_seconds=lag)
-    again = target.load(emulator, lag_seconds=lag)
+def test_rerun_without_change_loads_no_import_rows(target: Target, emulator: Emulator) -> None:
+    target.load(emulator)
+    again = target.load(emulator)
     assert again.rows_loaded == 0
     assert again.rows_read == 1_000
     assert_equals_emulator(target, emulator)
 
 
-def test_ties_at_the_last_updated_at(target: Target, emulator: Emulator) -> None:
-    """A change stamped exactly at the previous high-water mark is loaded, without duplicates."""
-    ids = emulator.store.ids()
-    high = _max_updated(emulator) + timedelta(seconds=1)
-    for import_id in ids[:3]:
-        emulator.store.update(import_id, title="tied", at=high)
-    target.load(emulator, lag_seconds=0)
-    # a fourth import gets the very same updatedAt after the run: closed start keeps it
-    emulator.store.update(ids[3], title="tied late", at=high)
+def test_a_change_stamped_at_or_before_the_newest_loaded_time_is_loaded(
+    target: Target, emulator: Emulator
+) -> None:
+    """No high-water mark: a change is loaded whatever its updatedAt, ties and late commits
+    included (an update stamped before the newest loaded updatedAt but written after)."""
+    newest = _max_updated(emulator)
+    ids = [r["id"] for r in emulator.store.snapshot() if parse_time(r["updatedAt"]) < newest]
+    target.load(emulator)
+    emulator.store.update(ids[0], title="tied", at=newest)
+    emulator.store.update(ids[1], title="late commit", at=newest - timedelta(seconds=600))
 
-    summary = target.load(emulator, lag_seconds=0)
+    summary = target.load(emulator)
 
-    assert summary.rows_loaded >= 1
-    assert_equals_emulator(target, emulator)
-
-
-def test_late_commit_is_caught_by_the_lag_window(target: Target, emulator: Emulator) -> None:
-    """An update stamped before the last run's maximum but written after it."""
-    target.load(emulator, lag_seconds=0)
-    late = _max_updated(emulator) - timedelta(seconds=60)
-    victim = emulator.store.ids()[-1]
-    emulator.store.update(victim, title="late commit", at=late)
-
-    missed = target.load(emulator, lag_seconds=0)
-    assert missed.rows_loaded == 0  # without a lag the late commit is lost
-    caught = target.load(emulator)  # default lag: 300 s
-    assert caught.rows_loaded >= 1
+    assert summary.rows_loaded == 2
     assert_equals_emulator(target, emulator)
 
 
@@ -120,7 +107,7 @@ def test_last_page_quirk(target: Target, quirk: bool) -> None:
 
 def test_initial_updated_at_is_a_backfill_start(target: Target, emulator: Emulator) -> None:
     since = datetime(2026, 7, 1, tzinfo=timezone.utc)
-    expected = _in_window(emulator, since)
+    expected = _updated_since(emulator, since)
     assert 0 < len(expected) < 1_000
     summary = target.load(emulator, initial_updated_at="2026-07-01T00:00:00Z")
     assert summary.rows_loaded == len(expected)
@@ -198,18 +185,189 @@ def test_5xx_beyond_the_retry_budget_changes_nothing(
     assert_equals_emulator(target, emulator)
 
 
-@pytest.mark.parametrize(
-    ("option", "value", "message"),
-    [
-        ("page_size", 0, "outside 1-200"),
-        ("page_size", 201, "outside 1-200"),
-        ("base_url", "http://api.example.com", "non-loopback"),
-        ("base_url", "ftp://x", "not an http"),
-        ("initial_updated_at", "yesterday", "not an ISO-8601"),
-        ("lag_seconds", -1, "0 or more"),
-    ],
-)
-def test_bad_options_fail_before_any_request(option: str, value: Any, message: str) -> None:
-    options: dict[str, Any] = {"api_key": KEY, "base_url": "http://127.0.0.1:9", option: value}
-    with pytest.raises(ExaConfigError, match=message):
-        exa_websets_source(**options)
+# --- a dlt user's own script: the source composes with dlt's own tools ----------------------
+
+
+def _user_pipeline(target: Target) -> dlt.Pipeline:
+    return target.pipeline()
+
+
+def _source(emu: Emulator, **options: Any) -> Any:
+    return exa_websets_source(api_key=KEY, base_url=emu.base_url, **options)
+
+
+def _live_ids(target: Target, table: str = "imports") -> set[str]:
+    pipeline = target.pipeline()
+    with pipeline.sql_client() as client:
+        qualified = client.make_qualified_table_name(table)
+        rows = client.execute_sql(f"select id from {qualified} where _exa_deleted_at is null")
+    return {r[0] for r in rows or []}
+
+
+def _api_ids(emu: Emulator) -> set[str]:
+    return set(emu.store.ids())
+
+
+def test_add_filter_for_one_run_then_plain_runs(target: Target, emulator: Emulator) -> None:
+    pipeline = _user_pipeline(target)
+    filtered = _source(emulator)
+    filtered.imports.add_filter(lambda table: False)  # this run writes nothing
+    pipeline.run(filtered)
+    assert pipeline.last_trace.last_normalize_info.row_counts.get("imports", 0) == 0
+
+    pipeline.run(_source(emulator))
+
+    assert_equals_emulator(target, emulator)
+
+
+def test_add_limit_stops_the_scan_early_and_deletes_nothing(
+    target: Target, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "ROWS_PER_TABLE", 200)  # 5 Arrow tables for 1,000 imports
+    pipeline = _user_pipeline(target)
+    pipeline.run(_source(emulator))
+    # enough changes that the first two batches both yield a table: the limit is reached
+    gone = set(emulator.store.mutate(delete=10, update=600, seed=2)["deleted"])
+    limited = _source(emulator)
+    limited.imports.add_limit(2)  # counts yielded Arrow tables, not pages or rows
+
+    pipeline.run(limited)
+
+    assert not target.rows(GONE_IDS)
+    scan = pipeline.state["sources"]["exa"]["resources"]["imports"]["last_scan"]
+    assert scan["complete"] is False and scan["deleted"] == 0
+    pipeline.run(_source(emulator))  # the next complete scan deletes
+    assert {r["id"] for r in target.rows(GONE_IDS)} == gone
+    assert_equals_emulator(target, emulator)
+
+
+GONE_IDS = "select id from {table} where _exa_deleted_at is not null"
+
+
+def test_a_renamed_table_gets_changes_and_deletions(target: Target, emulator: Emulator) -> None:
+    pipeline = _user_pipeline(target)
+
+    def renamed() -> Any:
+        source = _source(emulator)
+        source.imports.apply_hints(table_name="exa_imports")
+        return source
+
+    pipeline.run(renamed())
+    changed = emulator.store.mutate(update=10, create=4, delete=3, seed=4)
+    pipeline.run(renamed())
+
+    assert _live_ids(target, "exa_imports") == _api_ids(emulator)
+    scan = pipeline.state["sources"]["exa"]["resources"]["imports"]["last_scan"]
+    assert (scan["table"], scan["changed"], scan["deleted"]) == ("exa_imports", 14, 3)
+    assert set(changed["deleted"]).isdisjoint(_live_ids(target, "exa_imports"))
+
+
+def test_scd2_keeps_history_and_its_current_rows_equal_the_api(
+    target: Target, emulator: Emulator
+) -> None:
+    pipeline = _user_pipeline(target)
+
+    def scd2() -> Any:
+        source = _source(emulator)
+        source.imports.apply_hints(write_disposition={"disposition": "merge", "strategy": "scd2"})
+        return source
+
+    pipeline.run(scd2())
+    changed = emulator.store.mutate(update=10, create=4, delete=3, seed=6)
+    pipeline.run(scd2())
+    pipeline.run(scd2())  # nothing changed: no new versions
+
+    rows = target.rows()
+    current = [r for r in rows if r["_dlt_valid_to"] is None]
+    retired = [r for r in rows if r["_dlt_valid_to"] is not None]
+    assert {r["id"] for r in current} == _api_ids(emulator)
+    assert len(current) == len({r["id"] for r in current})
+    assert {r["id"] for r in retired} == set(changed["updated"]) | set(changed["deleted"])
+    assert len(rows) == 1_000 + 10 + 4
+    from conftest import canonical_api, canonical_row
+
+    api = sorted((canonical_api(r) for r in emulator.store.snapshot()), key=lambda r: r["id"])
+    assert sorted((canonical_row(r) for r in current), key=lambda r: r["id"]) == api
+
+
+def test_every_row_carries_its_load_id(target: Target, emulator: Emulator) -> None:
+    pipeline = _user_pipeline(target)
+    first = pipeline.run(_source(emulator)).loads_ids[-1]
+    emulator.store.mutate(update=5, delete=2, seed=7)
+    second = pipeline.run(_source(emulator)).loads_ids[-1]
+    counts = {
+        r["_dlt_load_id"]: r["n"]
+        for r in target.rows("select _dlt_load_id, count(*) as n from {table} group by 1")
+    }
+    assert counts == {first: 993, second: 7}
+    loads = pipeline.dataset()._dlt_loads.df()
+    assert {first, second} <= set(loads["load_id"])
+
+
+def test_pipeline_dataset_reads_the_table(target: Target, emulator: Emulator) -> None:
+    pipeline = _user_pipeline(target)
+    pipeline.run(_source(emulator))
+    dataset = pipeline.dataset()
+    assert dataset.imports.arrow().num_rows == 1_000
+    frame = dataset.imports.df()
+    assert len(frame) == 1_000 and frame["id"].is_unique
+    assert dataset("select count(*) from imports").fetchall() == [(1_000,)]
+
+
+def test_with_resources_and_a_users_own_incremental(target: Target, emulator: Emulator) -> None:
+    """``apply_hints(incremental=...)`` works as dlt documents it: on top of the comparison,
+    dlt drops rows not newer than its cursor."""
+    pipeline = _user_pipeline(target)
+
+    def incremental() -> Any:
+        source = _source(emulator).with_resources("imports")
+        source.imports.apply_hints(incremental=dlt.sources.incremental("updatedAt"))
+        return source
+
+    pipeline.run(incremental())
+    assert len(target.rows()) == 1_000
+    emulator.store.mutate(update=6, create=2, seed=9)
+    info = pipeline.run(incremental())
+    assert info.has_failed_jobs is False
+    assert pipeline.last_trace.last_normalize_info.row_counts["imports"] == 8
+    assert_equals_emulator(target, emulator)
+
+
+def test_dlt_pipeline_drop_imports_then_a_normal_run(
+    target: Target, emulator: Emulator, tmp_path: Path
+) -> None:
+    """``dlt pipeline <name> drop imports`` is not blocked by the BI views (PostgreSQL tracks
+    view dependencies), and the next run loads everything again."""
+    target.load(emulator)  # run_load also creates the BI views
+    env = {**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false"}
+    if target.duckdb_path:  # dlt's CLI does not know the file the pipeline was given
+        env["DESTINATION__DUCKDB__CREDENTIALS"] = target.duckdb_path
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dlt"),
+            "-y",
+            "pipeline",
+            "--pipelines-dir",
+            target.pipelines_dir,
+            target.pipeline_name,
+            "drop",
+            "imports",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with target.pipeline().sql_client() as client:
+        assert not client.execute_sql(
+            "select 1 from information_schema.tables where table_schema = %s"
+            " and table_name = 'imports'",
+            client.dataset_name if target.destination == "postgres" else target.dataset,
+        )
+
+    summary = target.load(emulator)
+
+    assert summary.rows_loaded == 1_000
+    assert_equals_emulator(target, emulator)

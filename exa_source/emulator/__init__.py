@@ -1,8 +1,7 @@
 """Offline emulator of the Exa Websets **Imports** API (``/websets/v0/imports``).
 
-Faithful to the recorded real behaviour described in the project reference
-(``exa-websets-api.md``), quirks included, and fast enough never to be the bottleneck of a
-benchmark. Use it in-process::
+Faithful to the recorded real behaviour described in ``docs/exa-api.md``, quirks included, and
+fast enough never to be the bottleneck of a benchmark. Use it in-process::
 
     from exa_source.emulator import Emulator
 

@@ -2,12 +2,12 @@
 
 A stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive. Every reply is written
 with a single ``write`` carrying the status line, ``Content-Type``, ``Content-Length`` and the
-body. Routes (reference §3.1):
+body. Routes (docs/exa-api.md §3.1):
 
 * ``POST/GET /websets/v0/imports`` and ``GET/PATCH/DELETE /websets/v0/imports/{id}``: the API,
-  authenticated with ``x-api-key`` or ``Authorization: Bearer`` (reference §1).
+  authenticated with ``x-api-key`` or ``Authorization: Bearer`` (docs/exa-api.md §1).
 * ``PUT /_uploads/{id}.csv?X-Amz-Expires=3600&X-Amz-Signature=...``: the presigned upload URL
-  returned by create (stands in for S3, reference §3.5). No API key.
+  returned by create (stands in for S3, docs/exa-api.md §3.5). No API key.
 * ``/_emulator/...``: control endpoints for tests and benchmarks in other processes. **No API
   key**: this is a loopback test tool; do not expose it.
 
@@ -68,7 +68,9 @@ FaultKind = Literal["status", "html", "slow", "reset", "malformed", "mutate"]
 LIST_ROUTE = "/websets/v0/imports"
 _IMPORTS = "/websets/v0/imports"
 _JSON = "application/json; charset=utf-8"
-_MAX_SIZE = 50_000_000  # CreateImportParameters.size maximum, bytes (reference §3.2, §8 item 8)
+_MAX_SIZE = (
+    50_000_000  # CreateImportParameters.size maximum, bytes (docs/exa-api.md §3.2, §8 item 8)
+)
 _RATE_LIMIT_MSG = (
     "You've exceeded your Exa rate limit of 10 requests per second. Please slow down and try again."
 )
@@ -281,12 +283,12 @@ def _request_id() -> str:
 
 
 def _bad_request(messages: list[str] | str) -> _Reply:
-    # NestJS ValidationPipe shape (reference §5.2 item 1 family).
+    # NestJS ValidationPipe shape (docs/exa-api.md §5.2 item 1 family).
     return _Reply(400, {"statusCode": 400, "message": messages, "error": "Bad Request"})
 
 
 def _not_found(message: str, path: str) -> _Reply:
-    # Recorded shape, `path` without the `/websets` prefix (reference §5.2 item 1).
+    # Recorded shape, `path` without the `/websets` prefix (docs/exa-api.md §5.2 item 1).
     return _Reply(
         404,
         {
@@ -315,7 +317,7 @@ def _check_metadata(value: Any, errors: list[str]) -> None:
 
 
 def validate_create(body: Any) -> list[str]:
-    """Validate a ``CreateImportParameters`` body (reference §3.2, §3.4).
+    """Validate a ``CreateImportParameters`` body (docs/exa-api.md §3.2, §3.4).
 
     Optional fields sent as ``null`` count as absent (class-validator ``@IsOptional``).
 
@@ -383,7 +385,7 @@ def validate_create(body: Any) -> list[str]:
 
 
 def validate_update(body: Any) -> list[str]:
-    """Validate an ``UpdateImport`` PATCH body (reference §3.6); unknown fields are errors."""
+    """Validate an ``UpdateImport`` PATCH body (docs/exa-api.md §3.6); unknown fields are errors."""
     if not isinstance(body, dict):
         return ["request body must be an object"]
     errors = [f"property {k} should not exist" for k in body if k not in ("title", "metadata")]
@@ -527,7 +529,7 @@ class Emulator:
         host: Interface to bind.
         port: Port to bind; 0 picks a free one (see :attr:`base_url`).
         quirk_last_page: Reproduce the recorded ``hasMore: true, nextCursor: null`` on the
-            last list page (reference §2 / §8 item 3); ``False`` answers ``hasMore: false``.
+            last list page (docs/exa-api.md §2 / §8 item 3); ``False`` answers ``hasMore: false``.
         no_credits_keys: Keys that authenticate but are out of credits (402).
         store: Use this store instead of building one from ``imports``/``seed``.
 
@@ -749,7 +751,7 @@ class Emulator:
         raise _not_found(f"Cannot {method} {path}", path)
 
     def _auth(self, h: _Handler) -> None:
-        """Check the API key (reference §1, §5.2, §8 item 5).
+        """Check the API key (docs/exa-api.md §1, §5.2, §8 item 5).
 
         ``x-api-key`` wins over ``Authorization: Bearer``. Missing key → 401 with the
         documented general error form (the real missing-key reply is UNCONFIRMED); wrong key
@@ -836,7 +838,7 @@ class Emulator:
     def _upload(
         self, path: str, query: str, body: bytes
     ) -> tuple[int, bytes, str, Mapping[str, str]]:
-        """Presigned S3-style PUT (reference §3.5): signature checked, no API key."""
+        """Presigned S3-style PUT (docs/exa-api.md §3.5): signature checked, no API key."""
         name = path.removeprefix("/_uploads/")
         import_id = name.removesuffix(".csv")
         params = parse_qs(query, keep_blank_values=True)

@@ -1,10 +1,10 @@
 """In-memory data model of the emulated Exa Websets Imports API.
 
 The store keeps every import as its serialized JSON bytes (exactly what the API returns,
-``orjson`` encoded, key order as recorded in reference §3.3) in a dict keyed by id, plus a
+``orjson`` encoded, key order as recorded in docs/exa-api.md §3.3) in a dict keyed by id, plus a
 sorted list of ids. Because an id is ``import_`` + a ULID whose 48-bit time part equals
 ``createdAt`` in milliseconds, ascending id order is ascending ``(createdAt, id)`` order, so
-the list endpoint (newest first, reference §2 "Ordering") is a reverse slice found by
+the list endpoint (newest first, docs/exa-api.md §2 "Ordering") is a reverse slice found by
 ``bisect``. Keyset cursors therefore stay valid while imports are created, updated or deleted
 between pages, even when the cursor names a deleted import.
 
@@ -52,19 +52,19 @@ __all__ = [
 ]
 
 IMPORT_STATUSES = ("pending", "processing", "completed", "failed", "canceled")
-"""Import statuses (reference §3.3; ``canceled`` per §8 item 1)."""
+"""Import statuses (docs/exa-api.md §3.3; ``canceled`` per §8 item 1)."""
 
 FAILED_REASONS = ("invalid_format", "invalid_file_content", "missing_identifier")
-"""Values of ``failedReason`` (reference §3.3)."""
+"""Values of ``failedReason`` (docs/exa-api.md §3.3)."""
 
 ENTITY_TYPES = ("company", "person", "article", "research_paper", "custom")
-"""Entity ``type`` values (reference §3.4)."""
+"""Entity ``type`` values (docs/exa-api.md §3.4)."""
 
 SEED_ANCHOR = datetime(2026, 10, 1, tzinfo=timezone.utc)
 """Seeded imports are created in the 365 days before this instant (fixed for determinism)."""
 
 SEED_WINDOW_MS = 365 * 86_400_000
-UPLOAD_VALID_MS = 3_600_000  # uploadValidUntil = createdAt + 1 h (reference §3.5)
+UPLOAD_VALID_MS = 3_600_000  # uploadValidUntil = createdAt + 1 h (docs/exa-api.md §3.5)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _B32_STD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -98,7 +98,7 @@ _date_cache: dict[int, str] = {}
 
 
 def iso_ms(ms: int) -> str:
-    """Format epoch milliseconds as ISO-8601 UTC with milliseconds and ``Z`` (reference §1).
+    """Format epoch milliseconds as ISO-8601 UTC with milliseconds and ``Z`` (docs/exa-api.md §1).
 
     Args:
         ms: Milliseconds since the Unix epoch.
@@ -285,7 +285,7 @@ def _import_dict(
     created_at: int,
     updated_at: int,
 ) -> dict[str, Any]:
-    # Key order exactly as recorded (reference §3.3 "OBSERVED key order").
+    # Key order exactly as recorded (docs/exa-api.md §3.3 "OBSERVED key order").
     return {
         "id": id_,
         "object": "import",
@@ -431,11 +431,11 @@ class ImportStore:
 
         Args:
             cursor: ``None`` for the first page, else a previous ``nextCursor``: the bare ULID
-                of the last item of the previous page (reference §2, OBSERVED). The page holds
+                of the last item of the previous page (docs/exa-api.md §2, OBSERVED). The page holds
                 the imports strictly older than it, whether or not it still exists.
             limit: Page size (validated by the caller).
             quirk_last_page: Reproduce the recorded last page ``"hasMore": true,
-                "nextCursor": null`` (reference §2 / §8 item 3). If false the last page says
+                "nextCursor": null`` (docs/exa-api.md §2 / §8 item 3). If false the last page says
                 ``hasMore: false``.
 
         Returns:
@@ -481,9 +481,9 @@ class ImportStore:
         """Create a ``pending`` import, as ``POST /v0/imports`` does.
 
         Args:
-            entity: Entity object (reference §3.4); ``{"type": "company"}`` by default.
+            entity: Entity object (docs/exa-api.md §3.4); ``{"type": "company"}`` by default.
             title: Title; when omitted the emulator uses ``"Import <YYYY-MM-DD>"`` of the
-                creation date (the real default is UNCONFIRMED, reference §3.2).
+                creation date (the real default is UNCONFIRMED, docs/exa-api.md §3.2).
             metadata: String map, ``{}`` when omitted.
             count: Declared number of records (replaced by the real row count on upload).
             size: Declared file size in bytes (kept, not enforced on upload).
@@ -526,7 +526,7 @@ class ImportStore:
     ) -> dict[str, Any]:
         """Apply a PATCH: set title and/or **replace** metadata, bump ``updatedAt``.
 
-        Metadata replacement (not merge) is a choice: the reference (§3.6) only shows that
+        Metadata replacement (not merge) is a choice: docs/exa-api.md §3.6 only shows that
         the response carries exactly the sent map.
 
         Raises:
@@ -586,7 +586,7 @@ class ImportStore:
 
         Default step: pending → processing → completed. ``status="failed"`` (from pending or
         processing) sets ``failedReason`` (default ``invalid_file_content``),
-        ``failedMessage`` and ``failedAt`` together (reference §6). ``"canceled"`` is allowed
+        ``failedMessage`` and ``failedAt`` together (docs/exa-api.md §6). ``"canceled"`` is allowed
         from pending/processing.
 
         Raises:

@@ -7,11 +7,12 @@ session, with three changes that the API's quirks or speed require:
   would decode it twice: once for the data, once for the paginator). Decoding in the hook
   also means a malformed or truncated body is retried like a dropped connection;
 * pagination stops when ``hasMore`` is false **or** ``nextCursor`` is null: the real API answered
-  ``hasMore: true, nextCursor: null`` on a last page (reference §2, §8.3). A cursor that comes
-  back twice is an error, never a loop; an empty cursor is never sent;
-* HTTP errors become :class:`ExaError` subclasses with a message a data engineer can act on.
-  Exa answers a rejected key with **400** ``{"error": "x-api-key header is invalid"}``, not 401
-  (reference §5.2); both mean "rejected key" here and neither is retried.
+  ``hasMore: true, nextCursor: null`` on a last page (``docs/exa-api.md`` §2, §8 item 3). A
+  cursor that comes back twice is an error, never a loop; an empty cursor is never sent;
+* HTTP errors become :class:`~exa_source.exceptions.ExaError` subclasses with a message a data
+  engineer can act on. Exa answers a rejected key with **400**
+  ``{"error": "x-api-key header is invalid"}``, not 401 (``docs/exa-api.md`` §5.2); both mean
+  "rejected key" here and neither is retried.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ from requests import HTTPError, Response
 from requests.exceptions import RequestException
 
 from exa_source import settings
+from exa_source.exceptions import (
+    ExaAPIError,
+    ExaAuthError,
+    ExaCreditsError,
+    ExaPaginationError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,30 +61,6 @@ _ENV_SETTINGS = frozenset(
     )
 )
 T = TypeVar("T")
-
-
-class ExaError(Exception):
-    """Base class of every error the connector raises on purpose."""
-
-
-class ExaConfigError(ExaError):
-    """A setting is missing or invalid; raised before any request is sent."""
-
-
-class ExaAuthError(ExaError):
-    """Exa rejected the API key (HTTP 400 ``x-api-key header is invalid`` or 401)."""
-
-
-class ExaCreditsError(ExaError):
-    """Exa answered 402: the team is out of credits or the key's budget is spent."""
-
-
-class ExaAPIError(ExaError):
-    """Any other failed request: a 4xx, or 429/5xx/network errors after every retry."""
-
-
-class ExaPaginationError(ExaError):
-    """The API's pagination misbehaved (a repeated cursor) or a reply had no page envelope."""
 
 
 class MalformedResponseError(RequestException):
@@ -106,7 +89,7 @@ def _api_message(response: Response) -> str:
 
     Exa's websets endpoints answer NestJS bodies (``{"statusCode", "message", "error"}``),
     gateway bodies (``{"requestId", "error"}``) or an envelope
-    (``{"error": {"message"}}``) (reference §5.2); a gateway may also send HTML.
+    (``{"error": {"message"}}``) (``docs/exa-api.md`` §5.2); a gateway may also send HTML.
     """
     try:
         body = orjson.loads(response.content)

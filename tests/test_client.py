@@ -10,7 +10,7 @@ import orjson
 import pytest
 from requests import HTTPError, PreparedRequest, Response
 
-from exa_source.helpers import (
+from exa_source.client import (
     ExaAPIError,
     ExaAuthError,
     ExaCreditsError,
@@ -144,7 +144,7 @@ def test_reply_without_data_list_is_an_error() -> None:
 
 
 def test_prefetched_keeps_order_and_reraises_where_it_happened() -> None:
-    from exa_source.helpers import prefetched
+    from exa_source.client import prefetched
 
     def pages() -> Iterator[int]:
         yield 1
@@ -159,7 +159,7 @@ def test_prefetched_keeps_order_and_reraises_where_it_happened() -> None:
 
 
 def test_prefetched_stops_the_producer_when_the_consumer_stops() -> None:
-    from exa_source.helpers import prefetched
+    from exa_source.client import prefetched
 
     closed = threading.Event()
 
@@ -183,7 +183,7 @@ def test_proxy_and_ca_settings_from_the_environment_are_honoured(
 ) -> None:
     import os
 
-    from exa_source.helpers import _ENV_SETTINGS
+    from exa_source.client import _ENV_SETTINGS
 
     for name in list(os.environ):
         if name.lower() in _ENV_SETTINGS:

@@ -1,0 +1,138 @@
+"""The connector's options: where the API key comes from, and the checks every option passes.
+
+One place for both, so that the CLI, the Airflow DAG and a user's own ``exa_websets_source()``
+resolve the key the same way and reject the same bad values with the same message, before any
+request is sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from datetime import datetime, timezone
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from exa_source import settings
+from exa_source.exceptions import ExaConfigError
+
+DeletionPolicy = Literal["soft", "hard", "off"]
+POLICIES: tuple[DeletionPolicy, ...] = ("soft", "hard", "off")
+
+
+def resolve_api_key(explicit: Any = None) -> str | None:
+    """Return the Exa API key: ``explicit`` if given, else dlt config, else ``EXA_API_KEY``.
+
+    dlt config covers ``SOURCES__EXA__API_KEY``, ``[sources.exa] api_key`` in
+    ``.dlt/secrets.toml`` and dlt's other providers (e.g. the Airflow Variable
+    ``dlt_secrets_toml``). ``EXA_API_KEY`` is what Exa's own SDKs read. This is the only
+    function in the package that decides where the key comes from.
+
+    Returns:
+        The key, or None when none is configured anywhere.
+    """
+    if explicit is not None and str(explicit).strip():
+        return str(explicit)
+    import dlt
+    from dlt.common.configuration.exceptions import ConfigFieldMissingException
+
+    key: Any = None
+    try:
+        key = dlt.secrets.get(f"sources.{settings.SOURCE_NAME}.api_key")
+    except ConfigFieldMissingException:
+        pass
+    if key is not None and str(key).strip():
+        return str(key)
+    return os.environ.get(settings.API_KEY_ENV) or None
+
+
+def require_api_key(explicit: Any = None) -> str:
+    """Return the key from :func:`resolve_api_key`.
+
+    Raises:
+        ExaConfigError: no key is configured anywhere (the message says where to put one).
+    """
+    key = resolve_api_key(explicit)
+    if not key:
+        raise ExaConfigError(settings.NO_KEY_MESSAGE)
+    return key
+
+
+def parse_timestamp(value: str | datetime, option: str = "initial_updated_at") -> datetime:
+    """Parse an ISO-8601 timestamp option into an aware UTC datetime.
+
+    Naive values are taken as UTC; ``Z`` and offsets are accepted.
+
+    Raises:
+        ExaConfigError: the value is not an ISO-8601 date or timestamp.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ExaConfigError(
+                f"{option}={value!r} is not an ISO-8601 timestamp"
+                " (e.g. 2025-01-01 or 2025-01-01T00:00:00Z)"
+            ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def validate_base_url(base_url: str) -> str:
+    """Check the base URL: https, or plain http only on a loopback host.
+
+    The key travels in a header of every request; over plain http anyone on the path reads it.
+
+    Returns:
+        The URL without a trailing slash.
+
+    Raises:
+        ExaConfigError: not an http(s) URL, or plain http to a non-loopback host.
+    """
+    parts = urlsplit(str(base_url))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ExaConfigError(f"base_url={base_url!r} is not an http(s) URL")
+    if parts.scheme == "http":
+        host = parts.hostname
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise ExaConfigError(
+                f"base_url={base_url!r} uses plain http to a non-loopback host; the API key"
+                " would travel in clear. Use https (plain http is allowed only for 127.0.0.1,"
+                " ::1 or localhost, e.g. the bundled emulator)."
+            )
+    return str(base_url).rstrip("/")
+
+
+def validate_page_size(page_size: Any) -> int:
+    """Check that the page size is an integer the API accepts (1-200, ``docs/exa-api.md`` §3.1).
+
+    Raises:
+        ExaConfigError: out of range or not an integer.
+    """
+    if isinstance(page_size, bool) or not isinstance(page_size, int):
+        raise ExaConfigError(f"page_size={page_size!r} must be an integer from 1 to 200")
+    if not settings.MIN_PAGE_SIZE <= page_size <= settings.MAX_PAGE_SIZE:
+        raise ExaConfigError(
+            f"page_size={page_size} is outside {settings.MIN_PAGE_SIZE}-"
+            f"{settings.MAX_PAGE_SIZE}, the range the Exa API accepts"
+        )
+    return page_size
+
+
+def validate_policy(policy: Any) -> DeletionPolicy:
+    """Check a deletion policy name.
+
+    Raises:
+        ExaConfigError: not one of soft, hard, off.
+    """
+    for known in POLICIES:
+        if policy == known:
+            return known
+    raise ExaConfigError(f"deletions={policy!r} must be one of {', '.join(POLICIES)}")

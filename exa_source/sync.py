@@ -1,0 +1,636 @@
+"""Exact change capture: the destination table is the record of what was loaded.
+
+The imports list has no ``updatedAt`` filter and no feed of deleted imports (``docs/exa-api.md``
+§4.4, §3.7), so every run pages through every import. What a run must write is decided by
+comparing that scan with the rows **in the destination table**, never with anything kept in the
+local pipeline state:
+
+* at the start of a run :class:`Record` reads ``(id, updated_at, _exa_deleted_at)`` of the
+  resource's actual table (whatever name ``apply_hints(table_name=...)`` gave it) from the
+  pipeline's destination; a missing dataset or table is an empty record;
+* each batch of the scan is looked up in the record: a row is loaded when its id is absent,
+  when its ``updatedAt`` differs in either direction (a corrected clock, a restored backup), or
+  when the stored row is soft-deleted and the import is listed again (it comes back to life);
+* after a **complete** scan (the generator ran past the last page: not after ``add_limit``, an
+  error or a kill) the ids live in the record but absent from the scan were deleted upstream.
+  They are yielded in the same load package as the changed rows, as the stored row with
+  ``_exa_deleted_at`` set, so they commit atomically with them: ``soft`` keeps that row,
+  ``hard`` lets dlt delete it (``hard_delete`` column hint), ``off`` yields nothing.
+
+Because the record is the destination itself, a dropped table, a restored backup, a second
+destination sharing the pipelines folder, a wiped pipelines folder, rows a user's ``add_filter``
+dropped, or a bad clock upstream all converge on the next normal run, with no flag.
+
+Write dispositions other than ``merge`` (``delete-insert``, ``upsert``, ``insert-only``):
+
+* ``append`` keeps a change log: each changed row and each deletion mark is appended; the
+  record is the newest row of each id (by ``_dlt_load_id``, then ``updated_at``);
+* ``replace`` and ``merge``/``scd2`` need the whole snapshot on every run (``replace`` swaps the
+  table; ``scd2`` compares row versions itself and retires rows absent from the load), so every
+  scanned row is yielded and deletions are left to them. ``scd2`` gets a deterministic
+  ``_dlt_id`` row version, ``<id>|<updatedAt in microseconds>``.
+
+The lookup is vectorised: the record's ids are hashed once into a sorted ``int64`` array
+(Python's string hash, computed in this process only), each batch is hashed and binary-searched
+in it, and every hit is confirmed by comparing the ids themselves, so a hash collision can never
+match two different imports. At 1M imports the record takes ~60 MB.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from copy import deepcopy
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+import dlt
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from dlt.common.destination.exceptions import SqlClientNotAvailable
+from dlt.common.schema.utils import has_table_seen_data
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
+
+from exa_source import settings
+from exa_source.config import DeletionPolicy
+from exa_source.exceptions import ExaDestinationError
+from exa_source.schema import COLUMNS, TIMESTAMP, keys, page_to_table, values
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["changes", "snapshot"]
+#: Rows fetched from the destination at a time while reading the record.
+FETCH_ROWS = 100_000
+#: Ids per ``IN (...)`` list when reading the stored rows of deleted imports.
+STORED_CHUNK = 1_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+_DLT_LOAD_ID = settings.LOAD_ID_COLUMN
+_DLT_ID = "_dlt_id"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How this run writes, read from the resource's hints when the scan starts.
+
+    Attributes:
+        table: the destination table name (normalized), after any ``apply_hints``.
+        mode: ``changes`` (compare with the record) or ``snapshot`` (yield every row).
+        disposition: dlt's write disposition (``merge``, ``append``, ``replace``).
+        strategy: the merge strategy, or None.
+        policy: the deletion policy.
+    """
+
+    table: str
+    mode: Mode
+    disposition: str
+    strategy: str | None
+    policy: DeletionPolicy
+
+    @property
+    def row_version(self) -> bool:
+        """Whether rows need a deterministic ``_dlt_id`` (dlt's scd2 compares it)."""
+        return self.strategy == "scd2"
+
+    @property
+    def latest_per_id(self) -> bool:
+        """Whether the table may hold several rows per id (a change log)."""
+        return self.disposition == "append"
+
+
+def plan_for(resource: Any, naming: Any, policy: DeletionPolicy) -> Plan:
+    """Derive the :class:`Plan` from a resource's current hints.
+
+    Args:
+        resource: the running :class:`~dlt.extract.resource.DltResource`, or None when the
+            source is iterated outside a pipeline (then the declared defaults apply).
+        naming: the schema's naming convention (normalizes the table name).
+        policy: the deletion policy.
+
+    Raises:
+        ExaDestinationError: the table name is a function of the data (dlt dynamic table names).
+    """
+    if resource is None:
+        return Plan(settings.IMPORTS_TABLE, "changes", "merge", "delete-insert", policy)
+    if resource.has_dynamic_table_name:
+        raise ExaDestinationError(
+            f"resource {resource.name!r} has a dynamic table name; exa-source compares every scan"
+            " with one destination table, so give it a fixed name"
+            " (apply_hints(table_name='...'))"
+        )
+    hints = resource.compute_table_schema()
+    disposition = str(hints.get("write_disposition") or "append")
+    strategy = hints.get("x-merge-strategy") if disposition == "merge" else None
+    if disposition == "merge" and not strategy:
+        strategy = "delete-insert"
+    snapshot = disposition == "replace" or strategy == "scd2"
+    table = naming.normalize_table_identifier(str(resource.table_name))
+    return Plan(table, "snapshot" if snapshot else "changes", disposition, strategy, policy)
+
+
+def _hash(ids: Sequence[str]) -> np.ndarray:
+    """Python's 64-bit string hash of each id (stable within this process)."""
+    return np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
+
+
+@dataclass
+class Record:
+    """The destination's rows, as the record of what was loaded: one entry per id.
+
+    All arrays are in the order of :attr:`hashes` (sorted ascending).
+
+    Attributes:
+        hashes: sorted hashes of the ids.
+        ids: the ids, for confirming a hash hit.
+        updated: ``updated_at`` in microseconds since the epoch.
+        deleted: True where the stored row is soft-deleted (``_exa_deleted_at`` set).
+        seen: True where this run's scan listed the id.
+        found: ``found`` when read from the table, ``missing`` when the destination said the
+            table (or its dataset) does not exist, ``unknown`` when there was nothing to ask
+            (no pipeline, no destination, no SQL client).
+    """
+
+    hashes: np.ndarray
+    ids: pa.Array
+    updated: np.ndarray
+    deleted: np.ndarray
+    seen: np.ndarray = field(init=False)
+    found: Literal["found", "missing", "unknown"] = "found"
+
+    def __post_init__(self) -> None:
+        self.seen = np.zeros(len(self.hashes), dtype=bool)
+
+    @classmethod
+    def empty(cls, found: Literal["found", "missing", "unknown"] = "unknown") -> Record:
+        """A record with no rows."""
+        return cls(
+            np.empty(0, np.int64),
+            pa.array([], pa.string()),
+            np.empty(0, np.int64),
+            np.empty(0, bool),
+            found=found,
+        )
+
+    @classmethod
+    def build(
+        cls,
+        ids: pa.Array | pa.ChunkedArray,
+        updated: np.ndarray,
+        deleted: np.ndarray,
+        hashes: np.ndarray,
+    ) -> Record:
+        """Sort rows read from the destination by hash and keep one entry per id.
+
+        Raises:
+            ValueError: an id occurs twice (the caller re-reads the newest row per id).
+        """
+        order = np.argsort(hashes, kind="stable")
+        taken = ids.take(pa.array(order))
+        if isinstance(taken, pa.ChunkedArray):
+            taken = taken.combine_chunks()
+        record = cls(hashes[order], taken, updated[order], deleted[order])
+        same = np.flatnonzero(record.hashes[1:] == record.hashes[:-1])
+        if len(same):
+            left = record.ids.take(pa.array(same))
+            right = record.ids.take(pa.array(same + 1))
+            if pc.any(pc.equal(left, right)).as_py():
+                raise ValueError("duplicate ids")
+        return record
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def positions(self, ids: Sequence[str], id_array: pa.Array) -> np.ndarray:
+        """Return each id's position in the record, or -1 when the record lacks it."""
+        found = np.full(len(ids), -1, dtype=np.int64)
+        if not len(self.hashes) or not len(ids):
+            return found
+        wanted = _hash(ids)
+        left = np.searchsorted(self.hashes, wanted, side="left")
+        right = np.searchsorted(self.hashes, wanted, side="right")
+        hit = np.flatnonzero(right > left)
+        if not len(hit):
+            return found
+        first = left[hit]
+        same = pc.equal(self.ids.take(pa.array(first)), id_array.take(pa.array(hit)))
+        ok = np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
+        found[hit[ok]] = first[ok]
+        for row in hit[~ok]:  # a hash shared by different ids: compare each candidate
+            for pos in range(int(left[row]) + 1, int(right[row])):
+                if self.ids[pos].as_py() == ids[row]:
+                    found[row] = pos
+                    break
+        return found
+
+    def changed(self, ids: Sequence[str], id_array: pa.Array, micros: np.ndarray) -> np.ndarray:
+        """Mark the batch's ids as seen; return True where the row must be loaded.
+
+        A row must be loaded when its id is absent, its ``updatedAt`` differs from the stored
+        one (later *or earlier*), or the stored row is soft-deleted (listed again = alive).
+        """
+        pos = self.positions(ids, id_array)
+        present = pos >= 0
+        where = pos[present]
+        self.seen[where] = True
+        load = ~present
+        load[present] = (self.updated[where] != micros[present]) | self.deleted[where]
+        return load
+
+    def gone(self, include_soft_deleted: bool) -> list[str]:
+        """Ids not listed by a complete scan: live ones, plus soft-deleted ones if asked."""
+        mask = ~self.seen if include_soft_deleted else ~self.seen & ~self.deleted
+        if not mask.any():
+            return []
+        return [str(v) for v in self.ids.filter(pa.array(mask)).to_pylist()]
+
+
+# --------------------------------------------------------------------------- reading the record
+
+
+def _columns(client: Any, table: str) -> list[str]:
+    """The table's column names, as the destination has them; raises if it does not exist."""
+    with client.execute_query(f"select * from {table} where 1 = 0") as cursor:
+        return [str(d[0]) for d in cursor.description]
+
+
+def _record_sql(
+    client: Any, engine: str, table: str, columns: list[str], latest_per_id: bool
+) -> str:
+    """``select id, updated (µs or timestamp), deleted (0/1)`` for the record, per engine."""
+    quote = client.escape_column_name
+    updated = quote("updated_at")
+    if engine == "duckdb":
+        micros = f"epoch_us({updated})"
+    elif engine == "postgres":
+        micros = f"cast(extract(epoch from {updated}) * 1000000 as bigint)"
+    else:  # converted in Python
+        micros = updated
+    if settings.DELETED_AT_COLUMN in columns:
+        deleted = f"case when {quote(settings.DELETED_AT_COLUMN)} is null then 0 else 1 end"
+    else:
+        deleted = "0"
+    source = table
+    if latest_per_id:
+        order = f"{updated} desc"
+        if _DLT_LOAD_ID in columns:
+            order = f"{quote(_DLT_LOAD_ID)} desc, {order}"
+        source = (
+            f"(select {quote('id')}, {updated}, {deleted} as exa_deleted, row_number() over"
+            f" (partition by {quote('id')} order by {order}) as exa_rank from {table}) as ranked"
+            " where exa_rank = 1"
+        )
+        deleted = "exa_deleted"
+    return f"select {quote('id')}, {micros}, {deleted} from {source}"
+
+
+def _micros(values: list[Any]) -> np.ndarray:
+    """Timestamps (datetimes from a generic driver, or integers) as microseconds."""
+    out = np.empty(len(values), dtype=np.int64)
+    for i, value in enumerate(values):
+        if isinstance(value, datetime):
+            aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+            out[i] = (aware - _EPOCH) // _MICROSECOND
+        else:
+            out[i] = int(value)
+    return out
+
+
+def _chunks_duckdb(client: Any, sql: str) -> Iterator[tuple[list[str], pa.Array, Any, Any]]:
+    """DuckDB: stream the record as Arrow batches (no Python tuple per row)."""
+    reader = client.native_connection.sql(sql).to_arrow_reader(FETCH_ROWS)
+    for batch in reader:
+        ids = batch.column(0).cast(pa.string())
+        yield ids.to_pylist(), ids, batch.column(1), batch.column(2)
+
+
+def _chunks_postgres(client: Any, sql: str) -> Iterator[tuple[list[str], pa.Array, Any, Any]]:
+    """PostgreSQL: a server-side cursor, so the server streams and the client holds one chunk."""
+    with client.begin_transaction():
+        with client.native_connection.cursor(name="exa_source_record") as cursor:
+            cursor.itersize = FETCH_ROWS
+            cursor.execute(sql)
+            while rows := cursor.fetchmany(FETCH_ROWS):
+                ids, updated, deleted = zip(*rows, strict=True)
+                yield list(ids), pa.array(ids, pa.string()), updated, deleted
+
+
+def _chunks_generic(client: Any, sql: str) -> Iterator[tuple[list[str], pa.Array, Any, Any]]:
+    """Any other SQL destination: DB-API fetchmany."""
+    with client.execute_query(sql) as cursor:
+        while rows := cursor.fetchmany(FETCH_ROWS):
+            ids, updated, deleted = zip(*rows, strict=True)
+            yield list(map(str, ids)), pa.array(ids, pa.string()), _micros(list(updated)), deleted
+
+
+def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
+    """Read the record of ``plan.table`` from the pipeline's destination.
+
+    Returns:
+        The record; empty when there is no pipeline or destination (e.g. ``list(source)``),
+        when the dataset or the table does not exist yet, or when the destination has no SQL
+        client (then every scanned row is loaded and no deletion is detected; logged).
+
+    Raises:
+        ExaDestinationError: the table exists but has no ``id`` or ``updated_at`` column.
+    """
+    if pipeline is None or pipeline.destination is None:
+        return Record.empty()
+    try:
+        client_cm = pipeline.sql_client()
+    except SqlClientNotAvailable:
+        logger.warning(
+            "%s: the destination %s has no SQL client; every scanned import is loaded and"
+            " deletions are not detected",
+            plan.table,
+            pipeline.destination.destination_name,
+        )
+        return Record.empty()
+    engine = pipeline.destination.destination_name
+    with client_cm as client:
+        qualified = client.make_qualified_table_name(plan.table)
+        try:
+            columns = _columns(client, qualified)
+        except DatabaseUndefinedRelation:
+            return Record.empty("missing")
+        missing = [c for c in ("id", "updated_at") if c not in columns]
+        if missing:
+            raise ExaDestinationError(
+                f"table {plan.table!r} has no column {', '.join(missing)}; exa-source compares"
+                " each scan with the stored id and updated_at (was the table made by another"
+                " tool, or were the columns renamed by add_map?)"
+            )
+        chunks = {"duckdb": _chunks_duckdb, "postgres": _chunks_postgres}.get(
+            engine, _chunks_generic
+        )
+        latest = plan.latest_per_id
+        while True:
+            sql = _record_sql(client, engine, qualified, columns, latest)
+            parts = list(_read(chunks(client, sql)))
+            if not parts:
+                return Record.empty("found")
+            ids = pa.chunked_array([p[0] for p in parts], pa.string())
+            try:
+                return Record.build(
+                    ids,
+                    np.concatenate([p[1] for p in parts]),
+                    np.concatenate([p[2] for p in parts]),
+                    np.concatenate([p[3] for p in parts]),
+                )
+            except ValueError:
+                if latest:
+                    raise
+                # several rows for one id (a table loaded with append once): newest row wins
+                logger.warning("%s holds several rows for some ids; using the newest", plan.table)
+                latest = True
+
+
+def _read(
+    chunks: Iterator[tuple[list[str], pa.Array, Any, Any]],
+) -> Iterator[tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]]:
+    """Turn fetched chunks into (ids, micros, deleted, hashes), dropping each chunk's lists."""
+    for py_ids, ids, updated, deleted in chunks:
+        if isinstance(updated, pa.ChunkedArray | pa.Array):
+            micros = np.asarray(updated.cast(pa.int64()).to_numpy(zero_copy_only=False))
+        else:
+            micros = np.asarray(updated, dtype=np.int64)
+        if isinstance(deleted, pa.ChunkedArray | pa.Array):
+            flags = np.asarray(deleted.to_numpy(zero_copy_only=False), dtype=bool)
+        else:
+            flags = np.asarray(deleted, dtype=bool)
+        yield ids.cast(pa.string()), micros, flags, _hash(py_ids)
+
+
+def emptied_by_this_load(plan: Plan) -> bool:
+    """Whether this load package drops or truncates the table before loading.
+
+    dlt's ``refresh`` (``drop_sources``, ``drop_resources``, ``drop_data``; the CLI's
+    ``--full-refresh``) lists the tables in the package and empties them in the load step, after
+    the scan: the rows in the table now are not the record this load builds on, so it is empty.
+    """
+    try:
+        package = dlt.current.load_package_state()["state"]
+    except Exception:  # no load package: iterated outside a pipeline
+        return False
+    listed = [*package.get("dropped_tables", []), *package.get("truncated_tables", [])]
+    return any(t.get("name") == plan.table for t in listed)
+
+
+def recreate_if_dropped(record: Record, plan: Plan, schema: Any) -> bool:
+    """Make dlt create the table again when it was dropped behind dlt's back.
+
+    dlt creates a table only when the schema version it is loading is not yet stored in the
+    destination. A table dropped by hand (``drop table``, a restore of a single table) leaves
+    that version in place, so the next load would fail on the missing table. When the
+    destination itself says the table is missing while dlt's schema has loaded data into it,
+    the table is listed in this load package's ``dropped_tables``, dlt's own mechanism of
+    ``refresh``: the loader then (re)creates it before loading. Nothing is dropped that exists.
+
+    Returns:
+        True when the table was listed for re-creation.
+    """
+    if record.found != "missing" or schema is None:
+        return False
+    table = schema.tables.get(plan.table)
+    if table is None or not has_table_seen_data(table):
+        return False
+    package = dlt.current.load_package_state()["state"]
+    dropped = package.setdefault("dropped_tables", [])
+    if all(t.get("name") != plan.table for t in dropped):
+        dropped.append(deepcopy(table))
+    logger.warning(
+        "%s: the destination has no table %s although rows were loaded into it before; it"
+        " is created again and every import is loaded",
+        plan.table,
+        plan.table,
+    )
+    return True
+
+
+# --------------------------------------------------------------------------- deletion marks
+
+
+def _api_row(stored: dict[str, Any], to_api: dict[str, str]) -> dict[str, Any]:
+    """Turn a stored row back into the API's shape, so that it converts like a scanned one."""
+    row: dict[str, Any] = {}
+    entity: dict[str, Any] = {}
+    for name, value in stored.items():
+        if name.startswith("_dlt_") or name == settings.DELETED_AT_COLUMN:
+            continue
+        if isinstance(value, datetime):
+            aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+            value = aware.astimezone(timezone.utc).isoformat()
+        api = to_api.get(name, name)
+        if api.startswith("entity__"):
+            entity[api.removeprefix("entity__")] = value
+        elif api == "metadata" and isinstance(value, str | bytes):
+            row[api] = orjson.loads(value)
+        else:
+            row[api] = value
+    if any(v is not None for v in entity.values()):
+        row["entity"] = entity
+    else:
+        row.setdefault("entity", None)
+    return row
+
+
+def stored_rows(
+    pipeline: dlt.Pipeline, table: str, ids: list[str]
+) -> Iterator[list[dict[str, Any]]]:
+    """Read the stored rows of ``ids`` in API shape, a chunk of ids at a time."""
+    naming = pipeline.default_schema.naming
+    to_api = {naming.normalize_path(c.name): c.name for c in COLUMNS}
+    with pipeline.sql_client() as client:
+        qualified = client.make_qualified_table_name(table)
+        for start in range(0, len(ids), STORED_CHUNK):
+            chunk = ids[start : start + STORED_CHUNK]
+            marks = ", ".join(["%s"] * len(chunk))
+            sql = f"select * from {qualified} where {client.escape_column_name('id')} in ({marks})"
+            with client.execute_query(sql, *chunk) as cursor:
+                names = [str(d[0]) for d in cursor.description]
+                rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+            latest: dict[str, dict[str, Any]] = {}
+            for row in rows:  # a change log may hold several rows per id: keep the newest
+                key = (row.get(_DLT_LOAD_ID) or "", row.get("updated_at"))
+                kept = latest.get(row["id"])
+                if kept is None or key > (kept.get(_DLT_LOAD_ID) or "", kept.get("updated_at")):
+                    latest[row["id"]] = row
+            yield [_api_row(r, to_api) for r in latest.values()]
+
+
+# --------------------------------------------------------------------------- the scan
+
+
+@dataclass
+class Counters:
+    """What one scan did; saved in the resource state after it (``dlt pipeline ... info``).
+
+    Attributes:
+        rows: imports read from the API.
+        changed: rows yielded because they are new or changed (or all, in snapshot mode).
+        deleted: deletion marks yielded (imports gone from the API).
+        max_updated_at: the highest ``updatedAt`` seen, in microseconds (None if none).
+        complete: the scan reached the last page.
+    """
+
+    rows: int = 0
+    changed: int = 0
+    deleted: int = 0
+    max_updated_at: int | None = None
+    complete: bool = False
+
+
+class Scan:
+    """One run's comparison of the API with the destination; see the module docstring.
+
+    Args:
+        plan: how this run writes (from the resource hints).
+        record: the destination's rows (empty in snapshot mode).
+        since: only rows with ``updatedAt`` at or after this are loaded (backfill start); older
+            ones still count as listed, so they are never taken for deleted.
+        load_id: dlt's load id of this run's package, stamped on every row as
+            ``_dlt_load_id`` (None outside a pipeline).
+    """
+
+    def __init__(
+        self, plan: Plan, record: Record, since: datetime | None, load_id: str | None
+    ) -> None:
+        self.plan = plan
+        self.record = record
+        self.since = None if since is None else (since - _EPOCH) // _MICROSECOND
+        self.load_id = load_id
+        self.counters = Counters()
+
+    def select(self, rows: Sequence[dict[str, Any]]) -> pa.Table | None:
+        """Return the rows of one batch that must be written, converted, or None.
+
+        Raises:
+            ExaDataError: an ``id`` or ``updatedAt`` is missing or unparseable.
+        """
+        if not rows:
+            return None
+        id_array, updated = keys(rows)
+        micros = np.asarray(updated.cast(pa.int64()).to_numpy(zero_copy_only=False))
+        self.counters.rows += len(rows)
+        top = int(micros.max())
+        if self.counters.max_updated_at is None or top > self.counters.max_updated_at:
+            self.counters.max_updated_at = top
+        if self.plan.mode == "changes":
+            load = self.record.changed(values(rows, "id"), id_array, micros)
+        else:
+            load = np.ones(len(rows), dtype=bool)
+        if self.since is not None:
+            load &= micros >= self.since
+        picked = np.flatnonzero(load)
+        if not len(picked):
+            return None
+        self.counters.changed += len(picked)
+        chosen = rows if len(picked) == len(rows) else [rows[int(i)] for i in picked]
+        return self._stamp(page_to_table(chosen))
+
+    def deletion_marks(self, pipeline: dlt.Pipeline | None) -> Iterator[pa.Table]:
+        """After a complete scan: the stored rows of imports gone from the API, marked deleted.
+
+        ``soft`` and ``hard`` yield the same rows; the ``hard_delete`` hint on
+        ``_exa_deleted_at`` makes dlt delete them under ``hard``. ``hard`` also purges rows a
+        previous ``soft`` run marked. Nothing in ``snapshot`` mode or under ``off``.
+        """
+        self.counters.complete = True
+        if self.plan.mode != "changes" or self.plan.policy == "off" or pipeline is None:
+            return
+        gone = self.record.gone(include_soft_deleted=self.plan.policy == "hard")
+        if not gone:
+            return
+        when = datetime.now(timezone.utc).replace(microsecond=0)
+        stamp = pa.scalar(when, TIMESTAMP)
+        for rows in stored_rows(pipeline, self.plan.table, gone):
+            if not rows:
+                continue
+            table = page_to_table(rows)
+            index = table.schema.get_field_index(settings.DELETED_AT_COLUMN)
+            marks = pa.repeat(stamp, len(rows))
+            table = table.set_column(index, table.schema.field(index), marks)
+            self.counters.deleted += len(rows)
+            yield self._stamp(table)
+        logger.info(
+            "%s: %d imports gone from the API (%s delete)",
+            self.plan.table,
+            self.counters.deleted,
+            self.plan.policy,
+        )
+
+    def _stamp(self, table: pa.Table) -> pa.Table:
+        """Add ``_dlt_load_id`` (and the scd2 row version ``_dlt_id``) to a table."""
+        if self.load_id is not None:
+            index = table.schema.get_field_index(_DLT_LOAD_ID)
+            table = table.set_column(
+                index,
+                table.schema.field(index),
+                pa.repeat(pa.scalar(self.load_id, pa.string()), len(table)),
+            )
+        if self.plan.row_version:
+            micros = pc.cast(pc.cast(table.column(settings.CURSOR_FIELD), pa.int64()), pa.string())
+            version = pc.binary_join_element_wise(table.column("id"), micros, "|")
+            table = table.append_column(pa.field(_DLT_ID, pa.string(), nullable=False), version)
+        return table
+
+    def state(self, seconds: float, stats: Any) -> dict[str, Any]:
+        """The resource-state entry describing this scan (constant size)."""
+        top = self.counters.max_updated_at
+        return {
+            "complete": self.counters.complete,
+            "rows": self.counters.rows,
+            "changed": self.counters.changed,
+            "deleted": self.counters.deleted,
+            "pages": stats.pages,
+            "requests": stats.requests,
+            "retried": stats.retried,
+            "seconds": round(seconds, 3),
+            "max_updated_at": None
+            if top is None
+            else (_EPOCH + top * _MICROSECOND).isoformat(timespec="microseconds"),
+            "table": self.plan.table,
+            "mode": self.plan.mode,
+        }

@@ -1,0 +1,102 @@
+"""Options: where the key comes from, and the checks every option passes before any request."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from conftest import KEY
+
+from exa_source import ExaConfigError, exa_websets_source
+from exa_source.config import resolve_api_key
+
+
+@pytest.fixture
+def no_key(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.upper().endswith("API_KEY"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_key_resolution_order(no_key: pytest.MonkeyPatch) -> None:
+    assert resolve_api_key() is None
+    no_key.setenv("EXA_API_KEY", "from-env")
+    assert resolve_api_key() == "from-env"
+    no_key.setenv("SOURCES__EXA__API_KEY", "from-dlt")
+    assert resolve_api_key() == "from-dlt"
+    assert resolve_api_key("explicit") == "explicit"
+    assert resolve_api_key("  ") == "from-dlt"  # blank is "not given"
+
+
+def _key_seen_by_the_source(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Build the source with no explicit key and return the key its HTTP client got."""
+    import exa_source.source as source_module
+
+    seen: list[str] = []
+
+    class Client:
+        def __init__(self, base_url: str, api_key: str) -> None:
+            seen.append(api_key)
+
+    monkeypatch.setattr(source_module, "ExaRESTClient", Client)
+    exa_websets_source(base_url="http://127.0.0.1:9")
+    return seen[0]
+
+
+def test_the_source_reads_sources_exa_not_sources_source_exa(no_key: pytest.MonkeyPatch) -> None:
+    """The source lives in module ``source``: without an explicit section dlt would look up
+    ``sources.source.exa`` first. The documented section is ``sources.exa``."""
+    no_key.setenv("SOURCES__SOURCE__EXA__API_KEY", "module-scoped")
+    no_key.setenv("SOURCES__EXA__API_KEY", "documented")
+    assert _key_seen_by_the_source(no_key) == "documented"
+
+
+def test_exa_api_key_works_when_the_source_is_used_directly(no_key: pytest.MonkeyPatch) -> None:
+    no_key.setenv("EXA_API_KEY", "what-the-sdks-read")
+    assert _key_seen_by_the_source(no_key) == "what-the-sdks-read"
+
+
+def test_no_key_anywhere_is_a_config_error(no_key: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ExaConfigError, match="SOURCES__EXA__API_KEY"):
+        exa_websets_source(base_url="http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("page_size", 0, "outside 1-200"),
+        ("page_size", 201, "outside 1-200"),
+        ("page_size", True, "must be an integer"),
+        ("base_url", "http://api.example.com", "non-loopback"),
+        ("base_url", "ftp://x", "not an http"),
+        ("initial_updated_at", "yesterday", "not an ISO-8601"),
+        ("deletions", "purge", "soft, hard, off"),
+    ],
+)
+def test_bad_options_fail_before_any_request(option: str, value: Any, message: str) -> None:
+    options: dict[str, Any] = {"api_key": KEY, "base_url": "http://127.0.0.1:9", option: value}
+    with pytest.raises(ExaConfigError, match=message):
+        exa_websets_source(**options)
+
+
+def test_importing_the_package_changes_no_global_state() -> None:
+    """No logger filter, no environment variable, no frozen garbage collector on import."""
+    probe = """
+import gc, logging, os, sys
+before_env = dict(os.environ)
+import exa_source, exa_source.pipeline, exa_source.warehouse, exa_source.sync
+loggers = [logging.getLogger(n) for n in ("", "dlt", "exa_source")]
+assert not any(lg.filters for lg in loggers), [lg.filters for lg in loggers]
+assert dict(os.environ) == before_env, set(os.environ) ^ set(before_env)
+assert gc.get_freeze_count() == 0, gc.get_freeze_count()
+print("clean")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "clean"
