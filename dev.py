@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 import sys
 import venv
@@ -50,12 +49,13 @@ def ensure_venv(extras: str) -> None:
 
 
 def has_key() -> bool:
-    """True when an Exa key is configured in the environment or in .dlt/secrets.toml."""
-    if os.environ.get("EXA_API_KEY") or os.environ.get("SOURCES__EXA__API_KEY"):
-        return True
-    secrets = ROOT / ".dlt" / "secrets.toml"
-    text = secrets.read_text() if secrets.exists() else ""
-    return bool(re.search(r'^\s*api_key\s*=\s*"(?!<)[^"]+"', text, re.MULTILINE))
+    """True when an Exa key is configured: asks the package's own resolver (exa_source.config)."""
+    probe = (
+        "import sys; from exa_source.config import resolve_api_key;"
+        " sys.exit(not resolve_api_key())"
+    )
+    env = {**os.environ, "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false"}
+    return subprocess.run([str(PY), "-c", probe], cwd=ROOT, env=env).returncode == 0
 
 
 def main(argv: list[str]) -> int:

@@ -17,9 +17,17 @@ VARIANT_LABELS: dict[str, str] = {
     "rest_api": "dlt rest_api, defaults",
     "exa_py": "exa-py list_all + DuckDB",
 }
-#: Variants run only when needed, with their labels.
+#: The same exa-source runs with the ``--baseline`` revision's package.
 EXTRA_LABELS: dict[str, str] = {
-    "exa_rerun0_lag0": "exa-source rerun, 0% changed, lag 0",
+    "old_full": "baseline: full load",
+    "old_rerun0": "baseline: rerun, 0% changed",
+    "old_rerun1": "baseline: rerun, 1% changed",
+}
+#: This tree's run -> the baseline's same run.
+PAIRS: dict[str, str] = {
+    "exa_full": "old_full",
+    "exa_rerun0": "old_rerun0",
+    "exa_rerun1": "old_rerun1",
 }
 ALTERNATIVES = ("rest_api", "exa_py")
 TARGET_N = 100_000
@@ -60,6 +68,7 @@ class Summary:
     rows_loaded: list[int]
     requests: int
     steps: dict[str, float]
+    state_bytes: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -90,6 +99,7 @@ def summarize(runs: list[Measurement]) -> Summary:
         rows_loaded=[int(m.child.get("rows_loaded", 0)) for m in runs],
         requests=int(statistics.median(m.requests for m in runs)),
         steps={name: _median_step(runs, name) for name in step_names},
+        state_bytes=int(statistics.median(int(m.child.get("state_bytes", 0)) for m in runs)),
     )
 
 
@@ -113,8 +123,9 @@ def table(summaries: dict[str, Summary]) -> list[str]:
     full = summaries.get("exa_full")
     lines = [
         "| variant | wall s | rows/s | work s | start+import s | peak RSS MB | rows loaded"
-        " | requests | wall ÷ ceiling | work ÷ ceiling | exa-source full vs it: speed, memory |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        " | requests | state bytes | wall ÷ ceiling | work ÷ ceiling"
+        " | exa-source full vs it: speed, memory |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for key in [*VARIANT_LABELS, *EXTRA_LABELS]:
         s = summaries.get(key)
@@ -129,7 +140,8 @@ def table(summaries: dict[str, Summary]) -> list[str]:
         lines.append(
             f"| {s.label} | {s.wall_s:.2f} | {s.rows_per_s:,.0f} | {s.work_s:.2f}"
             f" | {s.wall_s - s.work_s:.2f} | {s.peak_rss_mb:,.0f} | {_rows(s.rows_loaded)}"
-            f" | {s.requests:,} | {_ratio(s.wall_s, ceiling.wall_s) if ceiling else '-'}"
+            f" | {s.requests:,} | {f'{s.state_bytes:,}' if s.state_bytes else '-'}"
+            f" | {_ratio(s.wall_s, ceiling.wall_s) if ceiling else '-'}"
             f" | {_ratio(s.work_s, ceiling.work_s) if ceiling else '-'} | {vs} |"
         )
     steps = [
@@ -144,6 +156,28 @@ def table(summaries: dict[str, Summary]) -> list[str]:
 
 def _mark(ok: bool) -> str:
     return "**met**" if ok else "**MISSED**"
+
+
+def comparison(summaries: dict[str, Summary]) -> list[str]:
+    """Return the side-by-side table of this tree against the baseline at one N."""
+    lines = [
+        "| run | wall s (this / baseline) | ÷ | work s | ÷ | peak RSS MB | ÷"
+        " | rows loaded | state bytes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for new_key, old_key in PAIRS.items():
+        new, old = summaries.get(new_key), summaries.get(old_key)
+        if new is None or old is None:
+            continue
+        lines.append(
+            f"| {new.label.removeprefix('exa-source ')} | {new.wall_s:.2f} / {old.wall_s:.2f}"
+            f" | {new.wall_s / old.wall_s:.2f} | {new.work_s:.2f} / {old.work_s:.2f}"
+            f" | {new.work_s / old.work_s:.2f} | {new.peak_rss_mb:,.0f} / {old.peak_rss_mb:,.0f}"
+            f" | {new.peak_rss_mb / old.peak_rss_mb:.2f}"
+            f" | {_rows(new.rows_loaded)} / {_rows(old.rows_loaded)}"
+            f" | {new.state_bytes:,} / {old.state_bytes:,} |"
+        )
+    return lines if len(lines) > 2 else []
 
 
 def targets(all_summaries: dict[int, dict[str, Summary]]) -> list[str]:
@@ -186,29 +220,54 @@ def targets(all_summaries: dict[int, dict[str, Summary]]) -> list[str]:
             f" {rerun0.wall_s:.2f} s = {r:.1f}x (in-process work {rerun0.work_s:.2f} s ="
             f" {w:.1f}x, {_mark(w <= 1.5)})."
         )
+    if rerun0:
+        zero = not any(rerun0.rows_loaded)
         lines.append(
             f"- No-change rerun loads zero import rows: {_mark(zero)} — rows loaded"
-            f" {_rows(rerun0.rows_loaded)} with the default 300 s lag window"
-            + (
-                f"; {_rows(lag0.rows_loaded)} with lag_seconds=0."
-                if (lag0 := s.get("exa_rerun0_lag0"))
-                else "."
+            f" {_rows(rerun0.rows_loaded)}."
+        )
+    for size in sizes:
+        at = all_summaries[size]
+        if (r0 := at.get("exa_rerun0")) and (f := at.get("exa_full")) and f.state_bytes:
+            flat = r0.state_bytes <= f.state_bytes + 64
+            lines.append(
+                f"- State row does not grow (N = {size:,}): {_mark(flat)}"
+                f" — {f.state_bytes:,} bytes after the full load, {r0.state_bytes:,} after a"
+                " no-change rerun."
             )
-        )
+        for new_key in ("exa_full", "exa_rerun0"):
+            new, old = at.get(new_key), at.get(PAIRS[new_key])
+            if new and old:
+                ratio = new.wall_s / old.wall_s
+                lines.append(
+                    f"- {new.label} no slower than the baseline (N = {size:,}):"
+                    f" {_mark(ratio <= 1.05)} — wall {new.wall_s:.2f} s vs {old.wall_s:.2f} s"
+                    f" = {ratio:.2f}x (work {new.work_s / old.work_s:.2f}x; ≤ 1.05 counts as"
+                    " no slower on this noisy machine)."
+                )
     big = max(sizes)
-    if big > n and "exa_full" in all_summaries[big] and full:
-        rss_big = all_summaries[big]["exa_full"].peak_rss_mb
-        r = rss_big / full.peak_rss_mb
-        lines.append(
-            f"- Peak RSS at {big:,} ≤ 1.3x that at {n:,}: {_mark(r <= 1.3)} —"
-            f" {rss_big:,.0f} MB vs {full.peak_rss_mb:,.0f} MB = {r:.2f}x."
-        )
+    if big > n:
+        for key in ("exa_full", "exa_rerun0"):
+            small, large = s.get(key), all_summaries[big].get(key)
+            if small and large:
+                r = large.peak_rss_mb / small.peak_rss_mb
+                lines.append(
+                    f"- Peak RSS of {large.label} at {big:,} ≤ 1.3x that at {n:,}:"
+                    f" {_mark(r <= 1.3)} — {large.peak_rss_mb:,.0f} MB vs"
+                    f" {small.peak_rss_mb:,.0f} MB = {r:.2f}x."
+                )
     return lines
 
 
-def render_markdown(results: dict[int, dict[str, list[Measurement]]], repeat: int) -> str:
+def render_markdown(
+    results: dict[int, dict[str, list[Measurement]]],
+    repeat: int,
+    meta: dict[str, Any] | None = None,
+) -> str:
     """Return the whole ``results.md``: one table per N, then the targets."""
+    meta = meta or {}
     summaries = {n: {k: summarize(ms) for k, ms in r.items() if ms} for n, r in results.items()}
+    baseline = meta.get("baseline")
     out = [
         "# exa-source benchmark results",
         "",
@@ -216,11 +275,22 @@ def render_markdown(results: dict[int, dict[str, list[Measurement]]], repeat: in
         " emulator process per N, page size 200. *wall*: whole process as measured by the"
         " driver (interpreter start + imports + work); *work*: the child's own timing of the"
         " fetch/load itself; *start+import* = wall - work. rows/s = N ÷ wall. Peak RSS is the"
-        " child's `ru_maxrss`. Reruns reuse the pipeline and DuckDB file of the last full load.",
+        " child's `ru_maxrss`. Reruns reuse the pipeline and destination of the last full load."
+        f" exa-source loads into **{meta.get('destination', 'duckdb')}**. *state bytes*: the"
+        " newest pipeline-state row in the destination.",
         "",
     ]
+    if baseline:
+        out += [
+            f"*baseline*: the same runs with the `exa_source` package of revision `{baseline}`,"
+            " each right after (or before: the order alternates) this tree's, on its own"
+            " destination; ÷ = this tree ÷ baseline.",
+            "",
+        ]
     for n in sorted(summaries):
         out += [f"## N = {n:,} imports", "", *table(summaries[n]), ""]
+        if side := comparison(summaries[n]):
+            out += [f"### This tree vs `{baseline}`", "", *side, ""]
     out += ["## Targets", "", *targets(summaries), ""]
     return "\n".join(out)
 

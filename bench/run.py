@@ -28,7 +28,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -46,6 +46,8 @@ from bench.report import (  # noqa: E402
 from bench.variants import PAGE_SIZE, RESULT_PREFIX  # noqa: E402
 
 API_KEY = "bench-key"
+#: PostgreSQL of the test machine (override with DESTINATION__POSTGRES__CREDENTIALS).
+PG_DSN = "postgresql://postgres:unused@127.0.0.1:5432/test"
 LIST_ROUTE = "GET /websets/v0/imports"
 #: What the CLI sets too (``exa_source.cli._defaults_for_cli``); every child gets it.
 CHILD_ENV = {
@@ -119,22 +121,63 @@ class EmulatorProcess:
         self._log.close()
 
 
+@dataclass
+class Setup:
+    """What every exa-source child of one benchmark run shares.
+
+    Attributes:
+        destination: ``duckdb`` or ``postgres``.
+        baseline: a folder holding an older revision's ``exa_source`` package (its ``old_*``
+            variants import it instead of this tree's), or None.
+        datasets: PostgreSQL datasets (schemas) created, dropped at the end.
+    """
+
+    destination: str = "duckdb"
+    baseline: Path | None = None
+    datasets: list[str] = field(default_factory=list)
+
+
+def export_baseline(rev: str, into: Path) -> Path:
+    """Write the ``exa_source`` package of git revision ``rev`` into ``into``; return it."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "exa_source"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def run_child(
     emulator: EmulatorProcess,
     key: str,
     workdir: Path,
     log_dir: Path,
     extra: Sequence[str] = (),
+    setup: Setup | None = None,
 ) -> Measurement:
     """Run one variant child against the emulator; measure its wall time and peak RSS.
 
     Raises:
         RuntimeError: the child failed or printed no result line.
     """
-    kind = "exa_source" if key.startswith("exa_") and key != "exa_py" else key
+    setup = setup or Setup()
+    is_exa = key.startswith(("exa_", "old_")) and key != "exa_py"
+    kind = "exa_source" if is_exa else key
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **CHILD_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    paths = [str(ROOT), env.get("PYTHONPATH")]
+    if key.startswith("old_"):
+        assert setup.baseline is not None, "old_* variants need --baseline"
+        paths.insert(0, str(setup.baseline))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    if is_exa:
+        dataset = "exa_websets"
+        if setup.destination == "postgres":
+            env.setdefault("DESTINATION__POSTGRES__CREDENTIALS", PG_DSN)
+            dataset = f"bench_{workdir.name}".replace("-", "_")
+            if dataset not in setup.datasets:
+                setup.datasets.append(dataset)
+        extra = [*extra, "--destination", setup.destination, "--dataset", dataset]
     cmd = [
         sys.executable,
         "-m",
@@ -198,12 +241,18 @@ def bench_one_n(
     variants: set[str],
     rest_api_max: int,
     exa_py_max: int,
+    setup: Setup | None = None,
 ) -> dict[str, list[Measurement]]:
     """Run every selected variant ``repeat`` times against one emulator seeded with ``imports``.
+
+    With a baseline, each exa-source run of this tree is paired with the same run of the older
+    revision, one right after the other (the order alternates between repeats), each on its own
+    destination: a full load, then no-change reruns, then reruns after the same 1% change.
 
     Returns:
         Measurements per variant key.
     """
+    setup = setup or Setup()
     results: dict[str, list[Measurement]] = {}
     logs = scratch / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -211,9 +260,10 @@ def bench_one_n(
     emulator = EmulatorProcess(imports, logs / f"emulator-{imports}.log")
     _say(f"  emulator ready at {emulator.base_url} in {emulator.seed_seconds:.1f} s")
     expected_requests = math.ceil(imports / PAGE_SIZE)
+    trees = ["exa", "old"] if setup.baseline is not None else ["exa"]
 
     def run(key: str, workdir: Path, extra: Sequence[str] = ()) -> Measurement:
-        m = run_child(emulator, key, workdir, logs, extra)
+        m = run_child(emulator, key, workdir, logs, extra, setup)
         results.setdefault(key, []).append(m)
         _show(m)
         return m
@@ -221,40 +271,37 @@ def bench_one_n(
     def fresh(key: str, i: int) -> Path:
         return scratch / f"{key}-{imports}-{i}"
 
+    def in_turn(i: int) -> list[str]:
+        return trees if i % 2 == 0 else trees[::-1]
+
     try:
         if "ceiling" in variants:
             for i in range(repeat):
                 run("ceiling", fresh("ceiling", i))
         if variants & {"exa_full", "exa_rerun0", "exa_rerun1"}:
-            kept: Path | None = None
+            kept: dict[str, Path] = {}
             for i in range(repeat if "exa_full" in variants else 1):
-                kept = fresh("exa", i)
-                m = run("exa_full", kept)
-                if m.requests != expected_requests:
-                    raise AssertionError(
-                        f"exa-source sent {m.requests} list requests for {imports} imports;"
-                        f" expected ceil(N/{PAGE_SIZE}) = {expected_requests}"
-                    )
-            assert kept is not None
+                for tree in in_turn(i):
+                    kept[tree] = fresh(tree, i)
+                    m = run(f"{tree}_full", kept[tree])
+                    if m.requests != expected_requests:
+                        raise AssertionError(
+                            f"{tree} sent {m.requests} list requests for {imports} imports;"
+                            f" expected ceil(N/{PAGE_SIZE}) = {expected_requests}"
+                        )
             if "exa_rerun0" in variants:
-                for _ in range(repeat):
-                    run("exa_rerun0", kept)
-                if any(m.child.get("rows_loaded") for m in results["exa_rerun0"]):
-                    # dlt stores no boundary hashes while a lag is set, so the first lag-0 run
-                    # after lag-300 runs re-loads the rows at the max updatedAt once: warm up.
-                    run_child(emulator, "exa_rerun0_lag0", kept, logs, ["--lag-seconds", "0"])
-                    for _ in range(repeat):
-                        run("exa_rerun0_lag0", kept, ["--lag-seconds", "0"])
+                for i in range(repeat):
+                    for tree in in_turn(i):
+                        run(f"{tree}_rerun0", kept[tree])
             if "exa_rerun1" in variants:
                 for i in range(repeat):
                     # Runs are hours apart in real life: move the emulator's clock on first.
-                    # The 300 s lag window still re-reads the previous run's newest changes
-                    # (they sit at its max updatedAt): rows loaded = N/100 + those.
                     emulator.control("POST", "/_emulator/clock", {"advance": 3600})
                     emulator.control(
                         "POST", "/_emulator/mutate", {"update": imports // 100, "seed": i + 1}
                     )
-                    run("exa_rerun1", kept)
+                    for tree in in_turn(i):
+                        run(f"{tree}_rerun1", kept[tree])
         if "rest_api" in variants:
             if imports <= rest_api_max:
                 for i in range(repeat):
@@ -270,9 +317,24 @@ def bench_one_n(
     finally:
         emulator.stop()
         for path in scratch.iterdir():
-            if path.is_dir() and path.name != "logs":
+            if path.is_dir() and path.name not in ("logs", "baseline"):
                 shutil.rmtree(path, ignore_errors=True)
+        drop_datasets(setup)
     return results
+
+
+def drop_datasets(setup: Setup) -> None:
+    """Drop the PostgreSQL datasets (and their staging schemas) the children created."""
+    if not setup.datasets:
+        return
+    import psycopg2
+
+    dsn = os.environ.get("DESTINATION__POSTGRES__CREDENTIALS", PG_DSN)
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        for name in setup.datasets:
+            cur.execute(f'drop schema if exists "{name}" cascade')
+            cur.execute(f'drop schema if exists "{name}_staging" cascade')
+    setup.datasets.clear()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -300,6 +362,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="skip rest_api above this N (its default path needs ~34 KB of RAM per import)",
     )
     parser.add_argument(
+        "--destination",
+        choices=("duckdb", "postgres"),
+        default="duckdb",
+        help="where exa-source loads (postgres: DESTINATION__POSTGRES__CREDENTIALS, default the"
+        " local test server); the alternatives always load into DuckDB",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="also run the exa-source rows with the package of this git revision, side by side"
+        " (e.g. a tag or commit of the code before a change)",
+    )
+    parser.add_argument(
         "--exa-py-max",
         type=int,
         default=100_000,
@@ -319,12 +395,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[int, dict[str, list[Measurement]]] = {}
     markdown = ""
     scratch = Path(tempfile.mkdtemp(prefix="exa_bench_"))
+    setup = Setup(destination=args.destination)
+    meta = {"destination": args.destination, "baseline": args.baseline}
     try:
+        if args.baseline:
+            setup.baseline = export_baseline(args.baseline, scratch / "baseline")
         for n in sizes:
             results[n] = bench_one_n(
-                n, args.repeat, scratch, variants, args.rest_api_max, args.exa_py_max
+                n, args.repeat, scratch, variants, args.rest_api_max, args.exa_py_max, setup
             )
-            markdown = write_results(results, args.repeat, out)  # partial results survive
+            markdown = write_results(results, args.repeat, out, meta)  # partial results survive
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(markdown)
@@ -332,9 +412,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def write_results(results: dict[int, dict[str, list[Measurement]]], repeat: int, out: Path) -> str:
+def write_results(
+    results: dict[int, dict[str, list[Measurement]]],
+    repeat: int,
+    out: Path,
+    meta: dict[str, Any] | None = None,
+) -> str:
     """Write ``results.md``, ``results.json`` and ``results.png``; return the Markdown."""
-    markdown = render_markdown(results, repeat)
+    markdown = render_markdown(results, repeat, meta or {})
     (out / "results.md").write_text(markdown)
     raw = {str(n): {k: [asdict(m) for m in ms] for k, ms in r.items()} for n, r in results.items()}
     (out / "results.json").write_text(json.dumps(raw, indent=1))

@@ -81,8 +81,23 @@ def ceiling(args: argparse.Namespace) -> Result:
     }
 
 
+def _state_bytes(pipeline: Any) -> int:
+    """Size of the newest pipeline-state row in the destination (compressed, as stored)."""
+    with pipeline.sql_client() as client:
+        table = client.make_qualified_table_name("_dlt_pipeline_state")
+        rows = client.execute_sql(
+            f"select state from {table} where pipeline_name = %s order by created_at desc limit 1",
+            pipeline.pipeline_name,
+        )
+    return len(rows[0][0]) if rows else 0
+
+
 def exa_source(args: argparse.Namespace) -> Result:
-    """Run one load with exa-source (full load on a fresh workdir, else an incremental rerun)."""
+    """Run one load with exa-source (full load on a fresh workdir, else an incremental rerun).
+
+    Whichever ``exa_source`` is first on ``sys.path`` runs: the driver puts an older revision
+    there for the side-by-side comparison.
+    """
     t = time.perf_counter()
     from exa_source.pipeline import make_pipeline, run_load
 
@@ -90,19 +105,22 @@ def exa_source(args: argparse.Namespace) -> Result:
     workdir = Path(args.workdir)
     t = time.perf_counter()
     pipeline = make_pipeline(
-        "duckdb",
+        args.destination,
         str(workdir / "exa.duckdb"),
+        args.dataset,
         pipeline_name="bench_exa",
         pipelines_dir=str(workdir / "pipelines"),
     )
     summary = run_load(pipeline, api_key=args.api_key, base_url=args.base_url)
+    work_s = time.perf_counter() - t
     return {
         "import_s": import_s,
-        "work_s": time.perf_counter() - t,
+        "work_s": work_s,
         "rows_read": summary.rows_read,
         "rows_loaded": summary.rows_loaded,
         "pages": summary.pages,
         "steps": _dlt_steps(pipeline),
+        "state_bytes": _state_bytes(pipeline),
     }
 
 
@@ -252,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--workdir", default=".", help="pipelines dir and DuckDB file go here")
+    parser.add_argument("--destination", default="duckdb", help="exa_source: duckdb or postgres")
+    parser.add_argument("--dataset", default="exa_websets", help="exa_source: dataset name")
     args = parser.parse_args(argv)
     result = VARIANTS[args.variant](args)
     result["variant"] = args.variant

@@ -81,14 +81,16 @@ DOC_MD = """
 
 Loads the **imports** of the [Exa Websets API](https://docs.exa.ai/websets)
 (`GET /websets/v0/imports`) with [dlt](https://dlthub.com) into the table
-`<dataset>.imports` (default dataset `exa_websets`), incrementally on `updatedAt` and merged
-on `id`. Every run pages through all imports (the API has no `updatedAt` filter) and writes
-only the rows new or changed since the last run. The incremental state is committed in the
-destination with the data, so a fresh worker with an empty local pipeline folder resumes
-where the last successful run stopped; a failed run changes neither the data nor the state.
+`<dataset>.imports` (default dataset `exa_websets`), merged on `id`. Every run pages through
+all imports (the API has no `updatedAt` filter), compares them with the table and writes only
+the imports that are new, changed or deleted in Exa (deletions in the same load). The table
+itself is the record of what was loaded, so a fresh worker with an empty local pipeline
+folder, a restored database or a second deployment all converge on the next run; a failed run
+changes neither the data nor the state.
 
-The task returns a small summary as XCom (`rows_loaded`, `rows_read`, `pages`, `requests`,
-`retried`, `seconds`, `destination`, `dataset`, `load_id`) and logs dlt's load info.
+The task returns a small summary as XCom (`rows_loaded`, `rows_read`, `rows_deleted`, `pages`,
+`requests`, `retried`, `seconds`, `destination`, `dataset`, `load_id`) and logs dlt's load
+info.
 
 ## Credentials (first match wins)
 
@@ -117,7 +119,7 @@ wiped between runs (state comes back from the destination).
 
 Warehouse credentials come from dlt config, e.g. env `DESTINATION__POSTGRES__CREDENTIALS` or
 `[destination.postgres] credentials` in `dlt_secrets_toml`. Source options (`base_url`,
-`page_size`, `initial_updated_at`, `lag_seconds`, `deletions`) come from dlt config under
+`page_size`, `initial_updated_at`, `deletions`) come from dlt config under
 `[sources.exa]` (e.g. env `SOURCES__EXA__DELETIONS=hard`).
 
 Read when the file is parsed (environment only, so parsing never touches the metastore):
@@ -232,7 +234,7 @@ def _duckdb_path() -> str:
 
 @dag(
     dag_id=DAG_ID,
-    description="Load Exa Websets imports (incremental, merge on id) with dlt",
+    description="Load Exa Websets imports (changes and deletions, merged on id) with dlt",
     schedule=_schedule(),
     start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
     catchup=False,
@@ -255,7 +257,7 @@ def exa_websets() -> None:
 
     @task(task_id="load_imports", multiple_outputs=False)  # one small XCom, not one per key
     def load_imports() -> dict[str, Any]:
-        """Run one incremental load; return the run's summary (no secrets) as XCom.
+        """Run one load; return the run's summary (no secrets) as XCom.
 
         Returns:
             ``LoadSummary.as_dict()``: rows loaded and read, pages, requests, retried, seconds,
@@ -267,7 +269,7 @@ def exa_websets() -> None:
             ExaError: the API failed after dlt's HTTP retries (Airflow retries the task).
         """
         from airflow.sdk.exceptions import AirflowFailException
-        from exa_source.helpers import ExaAuthError, ExaConfigError, ExaCreditsError
+        from exa_source.exceptions import ExaAuthError, ExaConfigError, ExaCreditsError
 
         from exa_source import settings
         from exa_source.pipeline import make_pipeline, run_load

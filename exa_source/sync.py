@@ -264,8 +264,11 @@ def _record_sql(
     updated = quote("updated_at")
     if engine == "duckdb":
         micros = f"epoch_us({updated})"
-    elif engine == "postgres":
-        micros = f"cast(extract(epoch from {updated}) * 1000000 as bigint)"
+    elif engine == "postgres":  # exact on every version (extract is a float before 14)
+        micros = (
+            f"cast(floor(extract(epoch from {updated})) as bigint) * 1000000"
+            f" + cast(extract(microseconds from {updated}) as bigint) % 1000000"
+        )
     else:  # converted in Python
         micros = updated
     if settings.DELETED_AT_COLUMN in columns:

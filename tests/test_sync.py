@@ -164,19 +164,20 @@ def _drop_pg_schema(name: str) -> None:
         cur.execute(f'drop schema if exists "{name}_staging" cascade')
 
 
+@pytest.mark.slow
 def test_two_destinations_sharing_one_pipelines_folder_both_converge(
     target: Target, tmp_path: Path
 ) -> None:
     """``exa-source load`` by hand next to the DAG: same pipeline name and folder, two
-    destinations, loads alternating with changes in between."""
+    destinations, loads alternating with changes in between, 30,000 imports."""
     other = _second_target(target, tmp_path)
     try:
-        with Emulator(api_key=KEY, imports=3_000).start() as emu:
+        with Emulator(api_key=KEY, imports=30_000).start() as emu:
             for step in range(4):
                 for where in (target, other):
                     where.load(emu)
                     assert_equals_emulator(where, emu)
-                    emu.store.mutate(update=30, create=5, delete=2, advance=5, seed=step)
+                    emu.store.mutate(update=300, create=50, delete=20, advance=50, seed=step)
             for where in (target, other):
                 where.load(emu)
                 assert_equals_emulator(where, emu)
