@@ -51,8 +51,7 @@ def ensure_venv(extras: str) -> None:
 def has_key() -> bool:
     """True when an Exa key is configured: asks the package's own resolver (exa_source.config)."""
     probe = (
-        "import sys; from exa_source.config import resolve_api_key;"
-        " sys.exit(not resolve_api_key())"
+        "import sys; from exa_source.config import resolve_api_key; sys.exit(not resolve_api_key())"
     )
     env = {**os.environ, "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false"}
     return subprocess.run([str(PY), "-c", probe], cwd=ROOT, env=env).returncode == 0

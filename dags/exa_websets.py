@@ -269,9 +269,9 @@ def exa_websets() -> None:
             ExaError: the API failed after dlt's HTTP retries (Airflow retries the task).
         """
         from airflow.sdk.exceptions import AirflowFailException
-        from exa_source.exceptions import ExaAuthError, ExaConfigError, ExaCreditsError
 
         from exa_source import settings
+        from exa_source.exceptions import ExaAuthError, ExaConfigError, ExaCreditsError
         from exa_source.pipeline import make_pipeline, run_load
 
         os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
