@@ -201,7 +201,13 @@ def exa_websets_source(
         _imports,
         name=settings.IMPORTS_TABLE,
         primary_key="id",
-        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        # "deduplicated": the scan lists each import once; if it ever meets one twice, it marks
+        # its load for deduplication (exa_source.sync.Scan._duplicates)
+        write_disposition={
+            "disposition": "merge",
+            "strategy": "delete-insert",
+            "deduplicated": True,
+        },
         columns=column_hints(hard_delete=policy == "hard"),
         # New API fields add columns; a type change fails the run at extract, before anything
         # is written. With the default ("evolve"), dlt retypes the column in its schema only,

@@ -402,3 +402,33 @@ def test_the_source_iterated_outside_a_pipeline_yields_every_row() -> None:
     with Emulator(api_key=KEY, imports=30).start() as emu:
         tables = list(exa_websets_source(api_key=KEY, base_url=emu.base_url))
     assert sum(t.num_rows for t in tables) == 30
+
+
+def _listed_twice(emu: Emulator, repeat: dict[str, Any]) -> Fault:
+    """The real first page with one more record: ``repeat``, an import of a later page."""
+    import orjson
+
+    body = orjson.loads(emu.store.page(None, 200, emu.quirk_last_page).to_json())
+    body["data"].append(repeat)
+    return Fault("status", status=200, body=body)
+
+
+@pytest.mark.parametrize("when", ["first load", "rerun"])
+def test_an_import_listed_twice_in_one_scan_is_stored_once(
+    target: Target, emulator: Emulator, when: str
+) -> None:
+    """The source declares its rows deduplicated (no window over the staging table); a scan
+    that meets an id twice makes its own load deduplicate, newest updatedAt first."""
+    if when == "rerun":
+        target.load(emulator)
+    later = emulator.store.ids()[0]  # oldest created: on the last page
+    emulator.store.update(later, title="newest version")
+    stale = dict(emulator.store.get(later) or {})
+    stale.update(title="an older copy", updatedAt="2020-01-01T00:00:00.000Z")
+    emulator.faults.add(_listed_twice(emulator, stale))
+
+    target.load(emulator)
+
+    rows = target.rows("select id, title from {table} where id = '" + later + "'")
+    assert rows == [{"id": later, "title": "newest version"}]
+    assert_equals_emulator(target, emulator)
