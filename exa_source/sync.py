@@ -30,10 +30,10 @@ Write dispositions other than ``merge`` (``delete-insert``, ``upsert``, ``insert
   scanned row is yielded and deletions are left to them. ``scd2`` gets a deterministic
   ``_dlt_id`` row version, ``<id>|<updatedAt in microseconds>``.
 
-The lookup is vectorised: the record's ids are hashed once into a sorted ``int64`` array
-(Python's string hash, computed in this process only), each batch is hashed and binary-searched
-in it, and every hit is confirmed by comparing the ids themselves, so a hash collision can never
-match two different imports. At 1M imports the record takes ~60 MB.
+The lookup is vectorised: the record's ids are hashed once (on the Arrow buffers, no Python
+string per row) into a sorted ``int64`` array, each batch is hashed and binary-searched in it,
+and every hit is confirmed by comparing the ids themselves, so a hash collision can never match
+two different imports. At 1M imports the record takes ~60 MB.
 """
 
 from __future__ import annotations
@@ -136,9 +136,38 @@ def plan_for(resource: Any, naming: Any, policy: DeletionPolicy) -> Plan:
     return Plan(table, "snapshot" if snapshot else "changes", disposition, strategy, policy)
 
 
-def _hash(ids: Sequence[str]) -> np.ndarray:
-    """Python's 64-bit string hash of each id (stable within this process)."""
-    return np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
+#: Odd multiplier of the polynomial id hash (any odd 64-bit constant works).
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _hash(ids: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each id, computed on the Arrow buffers (no Python string is made).
+
+    A polynomial over the id's bytes, modulo 2**64, seeded with the byte length:
+    ``h = len; h = h * M + byte`` for every byte. Ids of one length are hashed together as
+    columns of a byte matrix, so the work is a few vector operations per byte position. Two
+    ids that differ in one byte never collide (M is odd); a rare collision of others costs a
+    comparison of the ids, never a wrong match (see :meth:`Record.positions`).
+    """
+    ids = ids.cast(pa.string())
+    count = len(ids)
+    out = np.zeros(count, dtype=np.uint64)
+    if not count:
+        return out.view(np.int64)
+    offsets = np.frombuffer(
+        ids.buffers()[1], dtype=np.int32, count=count + 1, offset=ids.offset * 4
+    ).astype(np.int64)
+    data = np.frombuffer(ids.buffers()[2] or b"", dtype=np.uint8)
+    lengths = np.diff(offsets)
+    with np.errstate(over="ignore"):
+        for length in np.unique(lengths):
+            rows = np.flatnonzero(lengths == length)
+            starts = offsets[:-1][rows]
+            acc = np.full(len(rows), length, dtype=np.uint64)
+            for i in range(int(length)):
+                acc = acc * _HASH_MULTIPLIER + data[starts + i]
+            out[rows] = acc
+    return out.view(np.int64)
 
 
 def _take(values: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
@@ -219,6 +248,8 @@ class Record:
         if isinstance(ids, pa.Array):
             ids = pa.chunked_array([ids], pa.string())
         order = np.argsort(hashes, kind="stable")
+        if len(order) < 2**31:  # 4 bytes a row instead of 8
+            order = order.astype(np.int32)
         hashes.sort(kind="stable")  # in place: the same values as hashes[order], no copy
         record = cls(ids, updated, deleted, hashes, order)
         same = np.flatnonzero(record.hashes[1:] == record.hashes[:-1])
@@ -246,7 +277,7 @@ class Record:
         if not len(self.hashes) or not len(ids):
             return found
         if wanted is None:
-            wanted = _hash(ids)
+            wanted = _hash(id_array)
         left = np.searchsorted(self.hashes, wanted, side="left")
         right = np.searchsorted(self.hashes, wanted, side="right")
         hit = np.flatnonzero(right > left)
@@ -353,15 +384,14 @@ def _micros(values: list[Any]) -> np.ndarray:
     return out
 
 
-def _chunks_duckdb(client: Any, sql: str) -> Iterator[tuple[list[str], pa.Array, Any, Any]]:
-    """DuckDB: stream the record as Arrow batches (no Python tuple per row)."""
+def _chunks_duckdb(client: Any, sql: str) -> Iterator[tuple[pa.Array, Any, Any]]:
+    """DuckDB: stream the record as Arrow batches (no Python object per row)."""
     reader = client.native_connection.sql(sql).to_arrow_reader(FETCH_ROWS)
     for batch in reader:
-        ids = batch.column(0).cast(pa.string())
-        yield ids.to_pylist(), ids, batch.column(1), batch.column(2)
+        yield batch.column(0), batch.column(1), batch.column(2)
 
 
-def _chunks_postgres(client: Any, sql: str) -> Iterator[tuple[list[str], pa.Array, Any, Any]]:
+def _chunks_postgres(client: Any, sql: str) -> Iterator[tuple[pa.Array, Any, Any]]:
     """PostgreSQL: a server-side cursor, so the server streams and the client holds one chunk."""
     with client.begin_transaction():
         with client.native_connection.cursor(name="exa_source_record") as cursor:
@@ -369,15 +399,15 @@ def _chunks_postgres(client: Any, sql: str) -> Iterator[tuple[list[str], pa.Arra
             cursor.execute(sql)
             while rows := cursor.fetchmany(FETCH_ROWS):
                 ids, updated, deleted = zip(*rows, strict=True)
-                yield list(ids), pa.array(ids, pa.string()), updated, deleted
+                yield pa.array(ids, pa.string()), updated, deleted
 
 
-def _chunks_generic(client: Any, sql: str) -> Iterator[tuple[list[str], pa.Array, Any, Any]]:
+def _chunks_generic(client: Any, sql: str) -> Iterator[tuple[pa.Array, Any, Any]]:
     """Any other SQL destination: DB-API fetchmany."""
     with client.execute_query(sql) as cursor:
         while rows := cursor.fetchmany(FETCH_ROWS):
             ids, updated, deleted = zip(*rows, strict=True)
-            yield list(map(str, ids)), pa.array(ids, pa.string()), _micros(list(updated)), deleted
+            yield pa.array(list(map(str, ids)), pa.string()), _micros(list(updated)), deleted
 
 
 def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
@@ -423,17 +453,11 @@ def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
         latest = plan.latest_per_id
         while True:
             sql = _record_sql(client, engine, qualified, columns, latest)
-            parts = list(_read(chunks(client, sql)))
-            if not parts:
+            rows = _read(client, sql, chunks)
+            if rows is None:
                 return Record.empty("found")
-            ids = pa.chunked_array([p[0] for p in parts], pa.string())
             try:
-                return Record.build(
-                    ids,
-                    np.concatenate([p[1] for p in parts]),
-                    np.concatenate([p[2] for p in parts]),
-                    np.concatenate([p[3] for p in parts]),
-                )
+                return Record.build(*rows)
             except ValueError:
                 if latest:
                     raise
@@ -443,19 +467,45 @@ def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
 
 
 def _read(
-    chunks: Iterator[tuple[list[str], pa.Array, Any, Any]],
-) -> Iterator[tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]]:
-    """Turn fetched chunks into (ids, micros, deleted, hashes), dropping each chunk's lists."""
-    for py_ids, ids, updated, deleted in chunks:
-        if isinstance(updated, pa.ChunkedArray | pa.Array):
-            micros = np.asarray(updated.cast(pa.int64()).to_numpy(zero_copy_only=False))
-        else:
-            micros = np.asarray(updated, dtype=np.int64)
-        if isinstance(deleted, pa.ChunkedArray | pa.Array):
-            flags = np.asarray(deleted.to_numpy(zero_copy_only=False), dtype=bool)
-        else:
-            flags = np.asarray(deleted, dtype=bool)
-        yield ids.cast(pa.string()), micros, flags, _hash(py_ids)
+    client: Any, sql: str, chunks: Any
+) -> tuple[pa.ChunkedArray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Read the record into (ids, micros, deleted, hashes), or None when the table is empty.
+
+    The rows are counted first so that the arrays are filled in place: concatenating per-chunk
+    arrays would hold every array twice at the peak (measured: +20 MB at 1M imports).
+    """
+    with client.execute_query(f"select count(*) from ({sql}) as exa_record") as cursor:
+        total = int(cursor.fetchall()[0][0])
+    if not total:
+        return None
+    updated = np.empty(total, dtype=np.int64)
+    deleted = np.empty(total, dtype=bool)
+    hashes = np.empty(total, dtype=np.int64)
+    id_chunks: list[pa.Array] = []
+    done = 0
+    for ids, micros, flags in chunks(client, sql):
+        ids = ids.cast(pa.string())
+        end = done + len(ids)
+        if end > total:  # rows added since the count: grow
+            total = max(end, total * 2)
+            updated, deleted, hashes = (np.resize(a, total) for a in (updated, deleted, hashes))
+        updated[done:end] = (
+            micros.cast(pa.int64()).to_numpy(zero_copy_only=False)
+            if isinstance(micros, pa.ChunkedArray | pa.Array)
+            else np.asarray(micros, dtype=np.int64)
+        )
+        deleted[done:end] = (
+            flags.to_numpy(zero_copy_only=False)
+            if isinstance(flags, pa.ChunkedArray | pa.Array)
+            else np.asarray(flags, dtype=bool)
+        )
+        hashes[done:end] = _hash(ids)
+        id_chunks.append(ids)
+        done = end
+    if not done:
+        return None
+    ids_all = pa.chunked_array(id_chunks, pa.string())
+    return ids_all, updated[:done], deleted[:done], hashes[:done]
 
 
 def emptied_by_this_load(plan: Plan) -> bool:
@@ -620,7 +670,7 @@ class Scan:
         if self.counters.max_updated_at is None or top > self.counters.max_updated_at:
             self.counters.max_updated_at = top
         ids = values(rows, "id")
-        hashes = _hash(ids)
+        hashes = _hash(id_array)
         if self.plan.mode == "changes":
             pos = self.record.positions(ids, id_array, hashes)
             load = self.record.changed(ids, id_array, micros, pos)

@@ -42,7 +42,7 @@ def _record(rows: list[tuple[str, int, bool]]) -> Any:
         pa.array(ids, pa.string()),
         np.array([r[1] for r in rows], dtype=np.int64),
         np.array([r[2] for r in rows], dtype=bool),
-        sync._hash(ids),
+        sync._hash(pa.array(ids, pa.string())),
     )
 
 
