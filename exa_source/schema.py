@@ -128,7 +128,6 @@ def column_hints(hard_delete: bool = False) -> TTableSchemaColumns:
             ``soft`` overrides the hint stored in the schema.
     """
     hints: TTableSchemaColumns = {c.name: {"name": c.name, **c.hints} for c in COLUMNS}
-    hints["updatedAt"]["dedup_sort"] = "desc"
     hints[settings.DELETED_AT_COLUMN]["hard_delete"] = hard_delete
     return hints
 

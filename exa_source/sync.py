@@ -59,7 +59,7 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from exa_source import settings
 from exa_source.config import DeletionPolicy
 from exa_source.exceptions import ExaDestinationError
-from exa_source.schema import COLUMNS, TIMESTAMP, keys, page_to_table, values
+from exa_source.schema import COLUMNS, TIMESTAMP, keys, page_to_table
 
 logger = logging.getLogger(__name__)
 
@@ -162,12 +162,21 @@ def _hash(ids: pa.Array) -> np.ndarray:
     data = np.frombuffer(ids.buffers()[2] or b"", dtype=np.uint8)
     lengths = np.diff(offsets)
     with np.errstate(over="ignore"):
+        if lengths.min() == lengths.max():  # the norm (import_ + ULID): one byte matrix, no copy
+            length = int(lengths[0])
+            matrix = data[offsets[0] : offsets[-1]].reshape(count, length)
+            acc = np.full(count, length, dtype=np.uint64)
+            for i in range(length):
+                acc *= _HASH_MULTIPLIER
+                acc += matrix[:, i]
+            return acc.view(np.int64)
         for length in np.unique(lengths):
             rows = np.flatnonzero(lengths == length)
             starts = offsets[:-1][rows]
             acc = np.full(len(rows), length, dtype=np.uint64)
             for i in range(int(length)):
-                acc = acc * _HASH_MULTIPLIER + data[starts + i]
+                acc *= _HASH_MULTIPLIER
+                acc += data[starts + i]
             out[rows] = acc
     return out.view(np.int64)
 
@@ -265,44 +274,43 @@ class Record:
     def __len__(self) -> int:
         return len(self.hashes)
 
-    def positions(
-        self, ids: Sequence[str], id_array: pa.Array, wanted: np.ndarray | None = None
-    ) -> np.ndarray:
+    def positions(self, id_array: pa.Array, wanted: np.ndarray | None = None) -> np.ndarray:
         """Return each id's row in the record, or -1 when the record lacks it.
 
         Args:
-            ids: the ids, as Python strings.
-            id_array: the same ids as an Arrow array.
+            id_array: the ids.
             wanted: their hashes (:func:`_hash`), if already computed.
         """
-        found = np.full(len(ids), -1, dtype=np.int64)
-        if not len(self.hashes) or not len(ids):
+        found = np.full(len(id_array), -1, dtype=np.int64)
+        if not len(self.hashes) or not len(id_array):
             return found
         if wanted is None:
             wanted = _hash(id_array)
-        left = np.searchsorted(self.hashes, wanted, side="left")
-        right = np.searchsorted(self.hashes, wanted, side="right")
-        hit = np.flatnonzero(right > left)
+        # binary search with the queries in order: numpy narrows each search with the previous
+        # result, which is 1.6x faster than random queries into a large array
+        by_hash = np.argsort(wanted, kind="stable")
+        left = np.empty(len(wanted), dtype=np.int64)
+        left[by_hash] = np.searchsorted(self.hashes, wanted[by_hash], side="left")
+        inside = np.flatnonzero(left < len(self.hashes))
+        hit = inside[self.hashes[left[inside]] == wanted[inside]]
         if not len(hit):
             return found
-        rows = self.order[left[hit]]
+        rows = self.order[left[hit]].astype(np.int64)
         same = pc.equal(_take(self.ids, rows), id_array.take(pa.array(hit)))
         ok = np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
         found[hit[ok]] = rows[ok]
-        for i in hit[~ok]:  # a hash shared by different ids: compare each candidate
-            for pos in range(int(left[i]) + 1, int(right[i])):
-                row = int(self.order[pos])
-                if self.ids[row].as_py() == ids[i]:
+        for i in hit[~ok]:  # a hash shared by different ids: compare the next candidates
+            at = int(left[i]) + 1
+            while at < len(self.hashes) and self.hashes[at] == wanted[i]:
+                row = int(self.order[at])
+                if self.ids[row].as_py() == id_array[int(i)].as_py():
                     found[i] = row
                     break
+                at += 1
         return found
 
     def changed(
-        self,
-        ids: Sequence[str],
-        id_array: pa.Array,
-        micros: np.ndarray,
-        pos: np.ndarray | None = None,
+        self, id_array: pa.Array, micros: np.ndarray, pos: np.ndarray | None = None
     ) -> np.ndarray:
         """Mark the batch's ids as seen; return True where the row must be loaded.
 
@@ -310,13 +318,12 @@ class Record:
         one (later *or earlier*), or the stored row is soft-deleted (listed again = alive).
 
         Args:
-            ids: the ids, as Python strings.
-            id_array: the same ids as an Arrow array.
+            id_array: the ids.
             micros: their ``updatedAt`` in microseconds.
             pos: their :meth:`positions`, if already looked up.
         """
         if pos is None:
-            pos = self.positions(ids, id_array)
+            pos = self.positions(id_array)
         present = pos >= 0
         where = pos[present]
         self.seen[where] = True
@@ -362,9 +369,10 @@ def _record_sql(
         deleted = "0"
     source = table
     if latest_per_id:
+        # rows written before 0.2 have no load id: they rank after every row that has one
         order = f"{updated} desc"
         if _DLT_LOAD_ID in columns:
-            order = f"{quote(_DLT_LOAD_ID)} desc, {order}"
+            order = f"{quote(_DLT_LOAD_ID)} desc nulls last, {order}"
         source = (
             f"(select {quote('id')}, {updated}, {deleted} as exa_deleted, row_number() over"
             f" (partition by {quote('id')} order by {order}) as exa_rank from {table}) as ranked"
@@ -707,11 +715,10 @@ class Scan:
         top = int(micros.max())
         if self.counters.max_updated_at is None or top > self.counters.max_updated_at:
             self.counters.max_updated_at = top
-        ids = values(rows, "id")
         hashes = _hash(id_array)
         if self.plan.mode == "changes":
-            pos = self.record.positions(ids, id_array, hashes)
-            load = self.record.changed(ids, id_array, micros, pos)
+            pos = self.record.positions(id_array, hashes)
+            load = self.record.changed(id_array, micros, pos)
         else:
             pos = np.full(len(rows), -1, dtype=np.int64)
             load = np.ones(len(rows), dtype=bool)
@@ -725,13 +732,19 @@ class Scan:
         table = self._stamp(page_to_table(chosen))
         if self._duplicates(pos[picked], hashes[picked]) and not self._dedup_marked:
             # the source declares its rows deduplicated (no window over the staging table);
-            # from here on this load must deduplicate after all (dlt: the last hint wins)
+            # this load must deduplicate after all, keeping the newest updatedAt (dlt: the last
+            # hint wins for the whole package)
             self._dedup_marked = True
             logger.warning(
                 "%s: an import is listed twice in one scan; deduplicating", self.plan.table
             )
+            newest_first = {"name": settings.CURSOR_FIELD, "dedup_sort": "desc"}
             return dlt.mark.with_hints(
-                table, dlt.mark.make_hints(additional_table_hints={DEDUPLICATED_HINT: False})
+                table,
+                dlt.mark.make_hints(
+                    columns={settings.CURSOR_FIELD: newest_first},  # type: ignore[dict-item]
+                    additional_table_hints={DEDUPLICATED_HINT: False},
+                ),
             )
         return table
 

@@ -49,3 +49,37 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert raw["exa_full"][0]["child"]["rows_loaded"] == 1000
     assert raw["exa_rerun1"][0]["child"]["rows_loaded"] >= 1000 // 100
     assert all(m["peak_rss_kb"] > 0 and m["wall_s"] > 0 for ms in raw.values() for m in ms)
+
+
+@pytest.mark.timeout(300)
+def test_bench_side_by_side_with_a_baseline_revision(tmp_path: Path) -> None:
+    """``--baseline REV`` runs the same exa-source rows with that revision's package."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--imports",
+            "500",
+            "--repeat",
+            "1",
+            "--variants",
+            "exa_full,exa_rerun0",
+            "--baseline",
+            "HEAD",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=290,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    markdown = (out / "results.md").read_text()
+    assert "### This tree vs `HEAD`" in markdown
+    assert "| baseline: full load |" in markdown
+    raw = json.loads((out / "results.json").read_text())["500"]
+    assert [m["child"]["rows_loaded"] for m in raw["old_full"]] == [500]
+    assert [m["child"]["rows_loaded"] for m in raw["old_rerun0"]] == [0]
+    assert raw["exa_rerun0"][0]["child"]["state_bytes"] > 0

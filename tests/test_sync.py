@@ -49,7 +49,7 @@ def _record(rows: list[tuple[str, int, bool]]) -> Any:
 def _changed(record: Any, rows: list[tuple[str, int]]) -> list[bool]:
     ids = [r[0] for r in rows]
     micros = np.array([r[1] for r in rows], dtype=np.int64)
-    return record.changed(ids, pa.array(ids, pa.string()), micros).tolist()
+    return record.changed(pa.array(ids, pa.string()), micros).tolist()
 
 
 def test_a_row_is_loaded_when_absent_different_in_either_direction_or_coming_back() -> None:
@@ -76,7 +76,7 @@ def test_a_hash_collision_never_matches_two_different_ids(monkeypatch: pytest.Mo
     ids = [f"import_{i:04d}" for i in range(50)]
     record = _record([(i, 7, False) for i in ids])
     wanted = [*ids[::-1], "import_9999"]
-    found = record.positions(wanted, pa.array(wanted))
+    found = record.positions(pa.array(wanted))
     assert found[-1] == -1
     assert [record.ids[int(p)].as_py() for p in found[:-1]] == ids[::-1]
 
@@ -92,7 +92,7 @@ def test_lookup_of_a_batch_is_vectorised_and_exact_at_scale() -> None:
     batch = [*ids[::7], "import_missing"]
     micros = np.array([n for n in range(0, 200_000, 7)] + [0], dtype=np.int64)
     micros[3] += 1  # one changed row
-    changed = record.changed(batch, pa.array(batch), micros)
+    changed = record.changed(pa.array(batch), micros)
     assert np.flatnonzero(changed).tolist() == [3, len(batch) - 1]
     assert len(record.gone(include_soft_deleted=False)) == 200_000 - (len(batch) - 1)
 
