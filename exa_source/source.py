@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 import dlt
-import pyarrow as pa
 from dlt.extract.resource import DltResource
 
 from exa_source import settings
@@ -32,7 +31,6 @@ from exa_source.config import (
 )
 from exa_source.schema import column_hints
 from exa_source.sync import (
-    Plan,
     Record,
     Scan,
     emptied_by_this_load,
@@ -91,8 +89,11 @@ def _imports(
     page_size: int,
     policy: DeletionPolicy,
     since: datetime | None,
-) -> Iterator[pa.Table]:
+) -> Iterator[Any]:
     """Yield the imports that differ from the destination table, then the deletion marks.
+
+    Yields Arrow tables (one may be wrapped by ``dlt.mark.with_hints``, see
+    :meth:`~exa_source.sync.Scan.select`).
 
     Pages are gathered into batches of ``ROWS_PER_TABLE`` rows. For each batch only ``id`` and
     ``updatedAt`` are converted first; the rows to write are picked by comparing them with the
@@ -101,17 +102,12 @@ def _imports(
     batch, not per page: dlt computes the table schema once per Arrow item (~4 ms).
 
     After the last page (a complete scan) the imports gone from the API are yielded as deletion
-    marks. The resource state then describes the scan (``dlt pipeline exa_websets info``);
+    marks. The resource state then describes the scan (``dlt pipeline exa_websets info -v``);
     a scan stopped early (``add_limit``, an error) records ``complete: false`` and deletes
     nothing.
     """
     pipeline, resource, schema, load_id = _running()
-    naming = schema.naming if schema is not None else None
-    plan = (
-        plan_for(resource, naming, policy)
-        if naming is not None
-        else Plan(settings.IMPORTS_TABLE, "changes", "merge", "delete-insert", policy)
-    )
+    plan = plan_for(resource, schema.naming if schema is not None else None, policy)
     state = dlt.current.resource_state() if pipeline is not None else {}
     for key in _LEGACY_STATE:
         state.pop(key, None)
