@@ -42,7 +42,9 @@ def ensure_venv(extras: str) -> None:
     target = f"-e.{extras}"
     try:
         _sh(PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "uv")
-        _sh(BIN / "uv", "pip", "install", "-q", "--python", PY, target)
+        # compile bytecode now: where PYTHONDONTWRITEBYTECODE is set (CI images often do), every
+        # process would otherwise compile dlt, pandas and Airflow from source (~1-2 s each)
+        _sh(BIN / "uv", "pip", "install", "-q", "--compile-bytecode", "--python", PY, target)
     except (subprocess.CalledProcessError, FileNotFoundError):
         _sh(PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", target)
     stamp.write_text(digest)

@@ -17,6 +17,7 @@ draws ``<out>/results.png``.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import math
 import os
@@ -400,6 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.baseline:
             setup.baseline = export_baseline(args.baseline, scratch / "baseline")
+        # both trees start from compiled bytecode, whatever PYTHONDONTWRITEBYTECODE says
+        for tree in filter(None, [ROOT / "exa_source", ROOT / "bench", setup.baseline]):
+            compileall.compile_dir(str(tree), quiet=1)
         for n in sizes:
             results[n] = bench_one_n(
                 n, args.repeat, scratch, variants, args.rest_api_max, args.exa_py_max, setup

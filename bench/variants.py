@@ -99,9 +99,14 @@ def exa_source(args: argparse.Namespace) -> Result:
     there for the side-by-side comparison.
     """
     t = time.perf_counter()
+    import gc
+
     from exa_source.pipeline import make_pipeline, run_load
 
     import_s = time.perf_counter() - t
+    # what `exa-source load` does before it loads (exa_source.cli.main); versions before 0.2
+    # did it inside run_load, so both revisions run with a frozen collector
+    gc.freeze()
     workdir = Path(args.workdir)
     t = time.perf_counter()
     pipeline = make_pipeline(
