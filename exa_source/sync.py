@@ -379,7 +379,7 @@ def _record_sql(
             " where exa_rank = 1"
         )
         deleted = "exa_deleted"
-    return f"select {quote('id')}, {micros}, {deleted} from {source}"
+    return f"select {quote('id')}, {micros} as exa_micros, {deleted} as exa_flag from {source}"
 
 
 def _micros(values: list[Any]) -> np.ndarray:
@@ -404,29 +404,34 @@ def _chunks_duckdb(client: Any, sql: str) -> Iterator[tuple[pa.Array, Any, Any]]
 def _chunks_postgres(client: Any, sql: str) -> Iterator[tuple[pa.Array, Any, Any]]:
     """PostgreSQL: a server-side cursor, so the server streams and the client holds one chunk.
 
-    Rows arrive as Python tuples: they are fetched a fifth of a chunk at a time and only their
-    values are kept until the chunk is full, which keeps the transient objects small (at 1M
-    rows, fetching whole chunks cost 30 MB more at the peak).
+    Rows arrive as Python tuples, an object per value, which is what costs: so each row carries
+    two values, the id and ``micros * 2 + deleted`` (exact: a timestamp in microseconds needs
+    58 bits); measured at 1M rows, 1.0 s instead of 1.6 s. Rows are fetched a fifth of a chunk
+    at a time and only the values are kept until the chunk is full, which keeps the transient
+    objects small (fetching whole chunks cost 30 MB more at the peak). A plain loop of appends
+    beat ``zip(*rows)`` by 1.5x here.
     """
     fetch = max(1, FETCH_ROWS // 5)
+    packed_sql = (
+        f"select exa_id, exa_micros * 2 + exa_flag from ({sql}) as r(exa_id, exa_micros, exa_flag)"
+    )
     with client.begin_transaction():
         with client.native_connection.cursor(name="exa_source_record") as cursor:
             cursor.itersize = fetch
-            cursor.execute(sql)
+            cursor.execute(packed_sql)
             ids: list[str] = []
-            updated: list[int] = []
-            deleted: list[int] = []
+            packed: list[int] = []
             while True:
                 rows = cursor.fetchmany(fetch)
                 for row in rows:
                     ids.append(row[0])
-                    updated.append(row[1])
-                    deleted.append(row[2])
+                    packed.append(row[1])
                 last = len(rows) < fetch
                 del rows
                 if ids and (len(ids) >= FETCH_ROWS or last):
-                    yield pa.array(ids, pa.string()), updated, deleted
-                    ids, updated, deleted = [], [], []
+                    both = np.asarray(packed, dtype=np.int64)
+                    yield pa.array(ids, pa.string()), both >> 1, both & 1
+                    ids, packed = [], []
                 if last:
                     return
 
@@ -695,7 +700,7 @@ class Scan:
         self.counters = Counters()
         # what this scan yielded, to tell whether one id was yielded twice (see _duplicates)
         self._yielded_rows = np.zeros(len(record), dtype=bool)
-        self._yielded_new = np.empty(0, dtype=np.int64)
+        self._yielded_new: list[np.ndarray] = []  # sorted runs of hashes, see _duplicates
         self._dedup_marked = False
 
     def select(self, rows: Sequence[dict[str, Any]]) -> Any:
@@ -751,10 +756,12 @@ class Scan:
     def _duplicates(self, pos: np.ndarray, hashes: np.ndarray) -> bool:
         """Whether a row about to be yielded may repeat an id this scan already yielded.
 
-        Rows stored in the record are tracked by position (exact); new ids by hash in a sorted
-        array (8 MB at 1M). A hash match of two different ids only costs a deduplication the
-        load did not need; two rows of one id always match. Exact where it matters (one row per
-        id) without keeping every yielded id.
+        Rows stored in the record are tracked by position (exact); new ids by hash (8 MB at 1M),
+        kept as sorted runs that are merged like a binary counter (a run is merged with the
+        previous one when that is at most twice as long), so each batch is checked against
+        a handful of runs and the total merge work is O(n log n). A hash match of two different
+        ids only costs a deduplication the load did not need; two rows of one id always match.
+        Exact where it matters (one row per id) without keeping every yielded id.
         """
         stored = pos[pos >= 0]
         fresh = np.sort(hashes[pos < 0])
@@ -762,11 +769,14 @@ class Scan:
         self._yielded_rows[stored] = True
         if len(fresh):
             seen_twice |= bool((fresh[1:] == fresh[:-1]).any())
-            if len(self._yielded_new):
-                at = np.searchsorted(self._yielded_new, fresh).clip(0, len(self._yielded_new) - 1)
-                seen_twice |= bool((self._yielded_new[at] == fresh).any())
-            merged = np.concatenate([self._yielded_new, fresh])
-            self._yielded_new = np.sort(merged, kind="stable")  # two sorted runs: a linear merge
+            for run in self._yielded_new:
+                at = np.searchsorted(run, fresh).clip(0, len(run) - 1)
+                seen_twice |= bool((run[at] == fresh).any())
+            runs = self._yielded_new
+            runs.append(fresh)
+            while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
+                newer, older = runs.pop(), runs.pop()
+                runs.append(np.sort(np.concatenate([older, newer]), kind="stable"))
         return seen_twice
 
     def deletion_marks(self, pipeline: dlt.Pipeline | None) -> Iterator[pa.Table]:
@@ -801,14 +811,18 @@ class Scan:
         )
 
     def _stamp(self, table: pa.Table) -> pa.Table:
-        """Add ``_dlt_load_id`` (and the scd2 row version ``_dlt_id``) to a table."""
+        """Add ``_dlt_load_id`` (and the scd2 row version ``_dlt_id``) to a table.
+
+        The load id is one value for every row: a dictionary array carries it once instead of
+        once per row (a full load of 300k imports: ~0.5 s less in dlt's load step). dlt types
+        the column by the dictionary's values (text).
+        """
         if self.load_id is not None:
             index = table.schema.get_field_index(_DLT_LOAD_ID)
-            table = table.set_column(
-                index,
-                table.schema.field(index),
-                pa.repeat(pa.scalar(self.load_id, pa.string()), len(table)),
+            load_ids = pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(len(table), dtype=np.int32)), pa.array([self.load_id])
             )
+            table = table.set_column(index, pa.field(_DLT_LOAD_ID, load_ids.type), load_ids)
         if self.plan.row_version:
             micros = pc.cast(pc.cast(table.column(settings.CURSOR_FIELD), pa.int64()), pa.string())
             version = pc.binary_join_element_wise(table.column("id"), micros, "|")
