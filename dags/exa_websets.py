@@ -89,8 +89,9 @@ folder, a restored database or a second deployment all converge on the next run;
 changes neither the data nor the state.
 
 The task returns a small summary as XCom (`rows_loaded`, `rows_read`, `rows_deleted`, `pages`,
-`requests`, `retried`, `seconds`, `destination`, `dataset`, `load_id`) and logs dlt's load
-info.
+`requests`, `retried`, `seconds`, `destination`, `dataset`, `load_id`, `rows_recovered`: of
+`rows_loaded`, those from a package an interrupted run left and this run loaded first) and
+logs dlt's load info.
 
 ## Credentials (first match wins)
 

@@ -10,11 +10,18 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from exa_source import settings
 
 if TYPE_CHECKING:
+    from dlt.common.configuration.exceptions import (
+        ConfigFieldMissingException,
+        ConfigValueCannotBeCoercedException,
+        InvalidNativeValue,
+    )
+
     from exa_source.pipeline import LoadSummary
 
 #: Exit codes: a bad setting (fix the command) vs a failed run (retry later / look at the API).
@@ -40,9 +47,43 @@ def _defaults_for_cli() -> None:
         os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
 
 
+def _visible(text: str) -> str:
+    """:func:`exa_source.warehouse.visible`, imported on first use (keeps ``--help`` fast)."""
+    from exa_source.warehouse import visible
+
+    return visible(text)
+
+
+def _visible_lines(text: str) -> str:
+    """Apply :func:`_visible` line by line: a traceback keeps its line breaks."""
+    return "\n".join(_visible(line) for line in text.split("\n"))
+
+
+class _VisibleFormatter(logging.Formatter):
+    """A log formatter that shows control characters in messages as escapes.
+
+    A log line may quote text from the API (an id, an error body); :func:`_visible` keeps a
+    terminal escape sequence in it from acting on the user's terminal. The message is escaped
+    whole (so it stays one line); tracebacks and stacks keep their line breaks.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _visible(super().formatMessage(record))
+
+    def formatException(
+        self,
+        ei: tuple[type[BaseException], BaseException, TracebackType | None]
+        | tuple[None, None, None],
+    ) -> str:
+        return _visible_lines(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _visible_lines(super().formatStack(stack_info))
+
+
 def _setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_VisibleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     package_logger = logging.getLogger("exa_source")
     package_logger.addHandler(handler)
     package_logger.setLevel(level.upper())
@@ -90,6 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="imports deleted in Exa: soft (default: stamp _exa_deleted_at, keep the row),"
         " hard (delete the row) or off",
+    )
+    load.add_argument(
+        "--max-pages",
+        type=int,
+        default=None,
+        help=f"stop a scan that is still paging after this many pages (default"
+        f" {settings.MAX_PAGES:,}; an API paging forever otherwise never ends)",
+    )
+    load.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="stop a scan still paging after this many seconds"
+        f" (default {settings.MAX_SECONDS:,.0f})",
     )
     load.add_argument(
         "--full-refresh",
@@ -140,6 +195,12 @@ def _print_summary(summary: LoadSummary) -> None:
         f" {summary.retried:,} retried) into {summary.destination} dataset {summary.dataset}"
         f" in {summary.seconds:.1f} s"
         + (f"; {summary.rows_deleted:,} deleted in Exa" if summary.rows_deleted else "")
+        + (
+            f"; {summary.rows_recovered:,} of the loaded imports came from the package an"
+            " interrupted run left"
+            if summary.rows_recovered
+            else ""
+        )
     )
 
 
@@ -155,6 +216,8 @@ def _load(args: argparse.Namespace) -> int:
         page_size=args.page_size,
         initial_updated_at=args.initial_updated_at,
         deletions=args.deletions,
+        max_pages=args.max_pages,
+        max_seconds=args.max_seconds,
         full_refresh=args.full_refresh,
     )
     _print_summary(summary)
@@ -250,6 +313,149 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_error(message: str) -> None:
+    r"""Print ``error: <message>`` to stderr as one line, control characters made visible.
+
+    Line breaks inside the message are shown as ``\x0a`` too: a message that quotes the API
+    cannot forge further output lines.
+    """
+    print(f"error: {_visible(message.strip())}", file=sys.stderr)
+
+
+#: How a config type is named in an error message.
+_TYPE_WORDS: dict[Any, str] = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "text",
+}
+
+
+def _setting_names(path: Sequence[str]) -> str:
+    """Name a dlt setting both ways, e.g. ``SOURCES__EXA__PAGE_SIZE / [sources.exa] page_size``."""
+    env = "__".join(path).upper()
+    if len(path) < 2:
+        return f"{env} / {path[0]}" if path else env
+    return f"{env} / [{'.'.join(path[:-1])}] {path[-1]}"
+
+
+def _failed_spec(exc: BaseException) -> type | None:
+    """The dlt configuration class being resolved when ``exc`` was raised, if one is found.
+
+    dlt's coercion error names the field but not its section; the frames of its traceback hold
+    the configuration being resolved (a local named ``config``). The innermost one wins.
+    Returns None when dlt's internals differ (the message then names only the field).
+    """
+    from dlt.common.configuration.specs import BaseConfiguration
+
+    spec: type | None = None
+    tb = exc.__traceback__
+    while tb is not None:
+        config = tb.tb_frame.f_locals.get("config")
+        if isinstance(config, BaseConfiguration):
+            spec = type(config)
+        tb = tb.tb_next
+    return spec
+
+
+def _coercion_message(exc: ConfigValueCannotBeCoercedException) -> str:
+    """One line for a configured value of the wrong type; the value itself is never shown."""
+    from exa_source.source import exa_websets_source
+
+    field = str(exc.field_name)
+    expected = _TYPE_WORDS.get(exc.hint) or f"of type {getattr(exc.hint, '__name__', exc.hint)}"
+    spec = _failed_spec(exc)
+    if spec is not None and spec.__module__ == exa_websets_source.__module__:
+        where = _setting_names(("sources", settings.SOURCE_NAME, field))
+    elif spec is not None:
+        where = f"`{field}` of dlt's {spec.__name__}"
+    else:
+        where = f"`{field}`"
+    return (
+        f"setting {where} must be {expected}; the configured value (environment or"
+        " .dlt/*.toml) is not one (values are not shown: they may be secrets)"
+    )
+
+
+def _trace_path(field: str, traces: Sequence[Any]) -> tuple[list[str], list[str]]:
+    """The sections + field of a missing dlt setting, and its own missing fields if nested."""
+    from dlt.common.configuration.exceptions import LookupTraces, flatten_traces
+
+    if not traces:
+        return [field], []
+    first = traces[0]
+    inner = list(first.traces) if isinstance(first, LookupTraces) else []
+    leaves = flatten_traces(list(traces))
+    sections = [str(s) for s in leaves[0].sections] if leaves else []
+    if not (inner and sections and sections[-1] == field):
+        sections.append(field)
+    return sections, inner
+
+
+def _missing_message(exc: ConfigFieldMissingException) -> str:
+    """One line naming each missing dlt setting (names only: dlt's traces hold no values)."""
+    parts = []
+    for field, traces in exc.traces.items():
+        path, inner = _trace_path(str(field), traces)
+        unset = f" (or all of: {', '.join(inner)})" if inner else ""
+        parts.append(_setting_names(path) + unset)
+    plural = "s" if len(parts) > 1 else ""
+    return (
+        f"missing setting{plural} {'; '.join(parts)} for dlt's {exc.spec_name}: set it in the"
+        " environment or in .dlt/secrets.toml"
+    )
+
+
+def _native_message(exc: InvalidNativeValue) -> str:
+    """One line for a value dlt cannot parse (e.g. a malformed connection string)."""
+    where = ".".join(str(s) for s in exc.embedded_sections) or "value"
+    return (
+        f"the configured {where} cannot be parsed as dlt's {exc.spec.__name__} (values are not"
+        " shown: they may be secrets); check its format, e.g. a connection string"
+        " postgresql://user:password@host:5432/database for PostgreSQL"
+    )
+
+
+def config_error_message(exc: BaseException) -> str | None:
+    """Return a one-line message when ``exc`` is a bad dlt setting, else None.
+
+    The setting was read by dlt (environment variables, ``.dlt/config.toml``,
+    ``.dlt/secrets.toml``) and failed before the run did anything: the same case as a bad
+    command line flag, so the CLI exits 2. Covered: a value of the wrong type
+    (``SOURCES__EXA__PAGE_SIZE=abc``), a missing setting (destination credentials) and a value
+    dlt cannot parse. Looks through :class:`~dlt.pipeline.exceptions.PipelineStepFailed` and
+    explicit causes. The message names settings, never their values: any value may be a secret.
+
+    Args:
+        exc: the exception a command raised.
+
+    Returns:
+        The message, or None when ``exc`` is not a configuration error.
+    """
+    from dlt.common.configuration.exceptions import (
+        ConfigFieldMissingException,
+        ConfigValueCannotBeCoercedException,
+        InvalidNativeValue,
+    )
+    from dlt.pipeline.exceptions import PipelineStepFailed
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConfigValueCannotBeCoercedException):
+            return _coercion_message(current)
+        if isinstance(current, ConfigFieldMissingException):
+            return _missing_message(current)
+        if isinstance(current, InvalidNativeValue):
+            return _native_message(current)
+        if isinstance(current, PipelineStepFailed):
+            current = current.exception
+        else:
+            current = current.__cause__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -269,17 +475,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
 
     commands = {"load": _load, "report": _report, "dictionary": _dictionary, "demo": _demo}
+    # Error messages may quote the API (an error body) or the destination: printed through
+    # `visible`, one line each, so a control sequence in them cannot act on the terminal.
     try:
         return commands[args.command](args)
     except ExaConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(str(exc))
         return EXIT_CONFIG
     except ExaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(str(exc))
         return EXIT_FAILED
     except Exception as exc:  # dlt's step failures: show the cause, not a 200-line trace
+        message = config_error_message(exc)
+        if message is not None:  # a bad dlt setting: fix the configuration, like a bad flag
+            _print_error(message)
+            return EXIT_CONFIG
         inner = unwrap(exc)
-        print(f"error: {type(inner).__name__}: {inner}", file=sys.stderr)
+        _print_error(f"{type(inner).__name__}: {inner}")
         return EXIT_FAILED
 
 

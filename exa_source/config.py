@@ -28,11 +28,15 @@ def resolve_api_key(explicit: Any = None) -> str | None:
     ``dlt_secrets_toml``). ``EXA_API_KEY`` is what Exa's own SDKs read. This is the only
     function in the package that decides where the key comes from.
 
+    Surrounding whitespace is stripped wherever the key comes from: a key pasted with a
+    trailing newline (an env file, an escaped newline in secrets.toml) would otherwise reach the
+    request header, and requests would quote it, key included, in its error message.
+
     Returns:
-        The key, or None when none is configured anywhere.
+        The key without surrounding whitespace, or None when none is configured anywhere.
     """
     if explicit is not None and str(explicit).strip():
-        return str(explicit)
+        return str(explicit).strip()
     import dlt
     from dlt.common.configuration.exceptions import ConfigFieldMissingException
 
@@ -42,19 +46,28 @@ def resolve_api_key(explicit: Any = None) -> str | None:
     except ConfigFieldMissingException:
         pass
     if key is not None and str(key).strip():
-        return str(key)
-    return os.environ.get(settings.API_KEY_ENV) or None
+        return str(key).strip()
+    return os.environ.get(settings.API_KEY_ENV, "").strip() or None
 
 
 def require_api_key(explicit: Any = None) -> str:
-    """Return the key from :func:`resolve_api_key`.
+    """Return the key from :func:`resolve_api_key`, checked to be sendable as a header.
 
     Raises:
-        ExaConfigError: no key is configured anywhere (the message says where to put one).
+        ExaConfigError: no key is configured anywhere (the message says where to put one), or
+            the key holds a control character or non-ASCII text inside it. The message gives
+            the position and kind of the character, never the key.
     """
     key = resolve_api_key(explicit)
     if not key:
         raise ExaConfigError(settings.NO_KEY_MESSAGE)
+    for position, char in enumerate(key, start=1):
+        if not " " <= char <= "~":
+            raise ExaConfigError(
+                f"the Exa API key has a character that cannot travel in an HTTP header"
+                f" (U+{ord(char):04X} at position {position} of {len(key)}); copy the key"
+                " again from the Exa dashboard. The key is not shown here."
+            )
     return key
 
 

@@ -8,12 +8,16 @@ raising the lower bound: if dlt fixes the behaviour, delete the workaround and i
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 
 import dlt
 
 logger = logging.getLogger(__name__)
+
+#: The per-run folder dlt's extract writes into before it commits (``uniq_id(8)``).
+_EXTRACT_FOLDER = re.compile(r"[0-9a-f]{16}")
 
 
 def recover_interrupted_run(pipeline: dlt.Pipeline) -> bool:
@@ -26,13 +30,17 @@ def recover_interrupted_run(pipeline: dlt.Pipeline) -> bool:
       survive and every later run fails with "Directory not empty". The normalized copy is
       complete, so the stale copies go;
     * temporary files and folders of dlt's atomic saves in ``load/new`` (0-byte files, folders
-      whose extracted copy is gone);
+      whose extracted copy is gone) and temporary files in ``load/normalized``;
+    * the folder of a killed extract: dlt extracts into ``normalize/<16 hex digits>/`` and
+      moves the package to ``normalize/extracted/`` only when extraction completes; a killed
+      extract leaves that folder with its partial files (54 MB seen) for good;
     * a package extracted or normalized but not loaded. ``pipeline.run(source)`` would load it
       *instead of* extracting the source, so changes made since wait for yet another run. It is
       loaded here first. (It is complete: its rows and deletion marks commit together.)
 
-    Call it before ``pipeline.run(...)`` when driving the source from your own code; the CLI
-    and the Airflow DAG do (through :func:`exa_source.pipeline.run_load`).
+    Call it before ``pipeline.run(...)`` when driving the source from your own code, with no
+    other run using the same pipeline folder; the CLI and the Airflow DAG do (through
+    :func:`exa_source.pipeline.run_load`, which holds a lock on the folder).
 
     Returns:
         True when a pending package was loaded.
@@ -47,6 +55,9 @@ def recover_interrupted_run(pipeline: dlt.Pipeline) -> bool:
     # load/new holds a package only while its extracted copy exists; anything else there is
     # a committed duplicate, or a temp folder or temp file (dlt's atomic save) of a killed run
     stale += [("load/new", i) for i in entries("load/new") - entries("normalize/extracted")]
+    stale += [("normalize", i) for i in entries("normalize") if _EXTRACT_FOLDER.fullmatch(i)]
+    # packages are folders; a file in load/normalized is a temp file of a killed atomic save
+    stale += [("load/normalized", i) for i in entries("load/normalized") - normalized]
     for sub, name in stale:
         logger.warning("removing %s/%s, left behind by a killed run", sub, name)
         path = work / sub / name
@@ -59,3 +70,44 @@ def recover_interrupted_run(pipeline: dlt.Pipeline) -> bool:
     logger.warning("loading the packages left by an interrupted run before extracting anew")
     pipeline.run()
     return True
+
+
+#: SQLSTATE classes that no retry can fix: 22 data exception (e.g. ``invalid byte sequence for
+#: encoding "UTF8": 0x00``), 23 integrity constraint violation, 42 syntax error or access rule
+#: violation (e.g. a column type the data does not fit).
+_PERMANENT_SQLSTATE_CLASSES = frozenset(("22", "23", "42"))
+
+
+def permanent_load_failure(exc: BaseException) -> tuple[str, str] | None:
+    """The table and one-line reason when a failed load step can never succeed, else None.
+
+    dlt 1.31 retries every load job whose error is not one of its own terminal exceptions. A
+    COPY that PostgreSQL rejects for its data (SQLSTATE class 22, 23 or 42) raises a raw
+    psycopg2 error inside the job, so dlt keeps the package pending, and every later
+    ``pipeline.run`` loads that package first, fails the same way, and never extracts again.
+    A job dlt itself failed terminally (``LoadClientJobFailed``) counts as permanent too.
+
+    Returns:
+        ``(table, reason)``: the job's table and the database's first message line.
+    """
+    from dlt.load.exceptions import LoadClientJobFailed, LoadClientJobRetry
+
+    job: LoadClientJobFailed | LoadClientJobRetry | None = None
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, LoadClientJobFailed | LoadClientJobRetry):
+            job = seen
+            break
+        seen = seen.__cause__ or seen.__context__
+    if job is None:
+        return None
+    cause: BaseException = job.client_exception
+    code = getattr(cause, "pgcode", None)
+    permanent = isinstance(job, LoadClientJobFailed) or (
+        isinstance(code, str) and code[:2] in _PERMANENT_SQLSTATE_CLASSES
+    )
+    if not permanent:
+        return None
+    table = str(job.job_id).split(".", 1)[0]
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    return table, f"{type(cause).__name__}: {lines[0]}"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import dlt
 from dlt.common.destination import Destination
@@ -17,8 +21,8 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from exa_source import settings
 from exa_source.config import require_api_key
-from exa_source.dlt_workarounds import recover_interrupted_run
-from exa_source.exceptions import ExaConfigError, ExaError
+from exa_source.dlt_workarounds import permanent_load_failure, recover_interrupted_run
+from exa_source.exceptions import ExaConfigError, ExaDestinationError, ExaError
 from exa_source.source import exa_websets_source
 from exa_source.warehouse import create_views, drop_views
 
@@ -30,7 +34,8 @@ class LoadSummary:
     """What one run did, for the CLI's summary line and the DAG's XCom.
 
     Attributes:
-        rows_loaded: imports new or changed compared with the destination table, written.
+        rows_loaded: imports written by this run: new or changed compared with the destination
+            table, plus ``rows_recovered``.
         rows_read: import rows read from the API (every run scans them all).
         rows_deleted: imports found deleted upstream by this run's complete scan, written as
             deletion marks in the same load (soft- or hard-deleted by the deletion policy).
@@ -41,6 +46,8 @@ class LoadSummary:
         destination: destination type, e.g. ``duckdb``.
         dataset: dataset (schema) name.
         load_id: dlt load id, or None when nothing was loaded.
+        rows_recovered: imports written by the package a killed or failed run left behind,
+            loaded first by this run (0 when there was none).
     """
 
     rows_loaded: int
@@ -53,6 +60,7 @@ class LoadSummary:
     destination: str
     dataset: str
     load_id: str | None
+    rows_recovered: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the summary as plain JSON-able values."""
@@ -139,6 +147,135 @@ def imports_state(pipeline: dlt.Pipeline) -> dict[str, Any]:
     return state
 
 
+#: The lock file each run holds in the pipeline's working folder (see :func:`exclusive`).
+RUN_LOCK_FILE = ".exa-source-run.lock"
+
+
+@contextmanager
+def exclusive(pipeline: dlt.Pipeline) -> Iterator[None]:
+    """Hold an exclusive lock on the pipeline's working folder for the life of one run.
+
+    dlt does not support two runs of one pipeline folder at a time, and the recovery of a killed
+    run deletes what a run in progress would still be writing. The kernel releases the lock when
+    the process ends, however it ends, so a killed run never blocks the next.
+
+    Raises:
+        ExaDestinationError: another process holds the folder (the message names its pid).
+    """
+    folder = Path(pipeline.working_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / RUN_LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ExaDestinationError(
+                f"another run (pid {holder}) is using the pipeline folder {folder}; wait for it"
+                " to finish, or give this run its own pipelines folder (--pipelines-dir)"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+#: What DuckDB says when another process holds the file: "... Conflicting lock is held in
+#: /usr/bin/python3 (PID 123) by user ann. ..."; the holder is quoted in our error.
+_DUCKDB_HOLDER = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))")
+
+
+def _duckdb_file(pipeline: dlt.Pipeline) -> str | None:
+    """The DuckDB file the pipeline loads into, or None for any other destination."""
+    destination = pipeline.destination
+    if destination is None or destination.destination_name != "duckdb":
+        return None
+    credentials = destination.config_params.get("credentials")
+    database = getattr(credentials, "database", None)
+    return database if isinstance(database, str) and database != ":memory:" else None
+
+
+@contextmanager
+def duckdb_held(pipeline: dlt.Pipeline) -> Iterator[None]:
+    """Open the pipeline's DuckDB file once, waiting out readers, and keep it open for the run.
+
+    A DuckDB file takes one writer or many readers. dlt opens and closes the file several
+    times in one run (state sync, the scan's read of the table, the load, the views), and a BI
+    tool that opens it read-only every few hundred milliseconds made 3 of 5 loads fail on
+    "Could not set lock on file". DuckDB shares one database instance between all connections
+    of a process to the same file, so while this connection stays open dlt's connections reuse
+    it and never ask for the lock again: the run waits for readers once, at its start.
+
+    Waits up to ``EXA_DUCKDB_LOCK_WAIT_SECONDS`` (default
+    :data:`~exa_source.settings.DUCKDB_LOCK_WAIT_SECONDS`), retrying with backoff.
+
+    Raises:
+        ExaDestinationError: the file stayed locked; the message names the holder.
+    """
+    path = _duckdb_file(pipeline)
+    if path is None:
+        yield
+        return
+    import duckdb
+
+    wait = float(
+        os.environ.get(settings.DUCKDB_LOCK_WAIT_ENV, settings.DUCKDB_LOCK_WAIT_SECONDS) or 0
+    )
+    deadline = time.monotonic() + wait
+    pause = 0.02
+    while True:
+        try:
+            keeper = duckdb.connect(path)
+            break
+        except duckdb.IOException as exc:
+            message = str(exc)
+            if "lock" not in message.lower() or time.monotonic() >= deadline:
+                found = _DUCKDB_HOLDER.search(message)
+                holder = found.group(1) if found else "another process"
+                raise ExaDestinationError(
+                    f"the DuckDB file {path} is held by {holder} and stayed locked for"
+                    f" {wait:.0f} s; a DuckDB file takes one writer or many readers. Close"
+                    f" the program that holds it or set {settings.DUCKDB_LOCK_WAIT_ENV} to wait"
+                    " longer (README: querying the file while loads run)."
+                ) from None
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+            pause = min(pause * 2, 0.5)
+    try:
+        yield
+    finally:
+        keeper.close()
+
+
+def _raise_clearly(pipeline: dlt.Pipeline, exc: PipelineStepFailed) -> NoReturn:
+    """Re-raise a failed dlt step as the error a data engineer can act on.
+
+    An :class:`ExaError` behind dlt's wrappers is raised as is. A load that can never succeed
+    (:func:`~exa_source.dlt_workarounds.permanent_load_failure`) has its package aborted, so
+    that the next run reads the API again instead of retrying the package forever; nothing is
+    lost by that, since the next scan loads whatever the table lacks.
+
+    Raises:
+        ExaError: see above.
+        PipelineStepFailed: ``exc``, when it is neither.
+    """
+    inner = unwrap(exc)
+    if isinstance(inner, ExaError):
+        raise inner from None
+    failure = permanent_load_failure(exc) if exc.step == "load" else None
+    if failure is None:
+        raise exc
+    table, reason = failure
+    pipeline.abort_packages()
+    raise ExaDestinationError(
+        f"loading table {table} failed for a reason no retry can fix ({reason}); the load"
+        " package was aborted and nothing of it was kept. The next run compares the API with"
+        " the table again and loads what is missing."
+    ) from None
+
+
 def run_load(
     pipeline: dlt.Pipeline,
     *,
@@ -147,6 +284,8 @@ def run_load(
     page_size: int | None = None,
     initial_updated_at: str | None = None,
     deletions: str | None = None,
+    max_pages: int | None = None,
+    max_seconds: float | None = None,
     full_refresh: bool = False,
 ) -> LoadSummary:
     """Run one load of the ``exa`` source into ``pipeline``.
@@ -167,27 +306,30 @@ def run_load(
         "page_size": page_size,
         "initial_updated_at": initial_updated_at,
         "deletions": deletions,
+        "max_pages": max_pages,
+        "max_seconds": max_seconds,
     }
     source = exa_websets_source(api_key=key, **{k: v for k, v in options.items() if v is not None})
     started = time.monotonic()
-    if full_refresh:
-        drop_views(pipeline)  # PostgreSQL: the views would block dlt's drop of `imports`
-    try:
-        recover_interrupted_run(pipeline)
-        info = pipeline.run(
-            source,
-            refresh="drop_sources" if full_refresh else None,  # type: ignore[arg-type]
-        )
-    except PipelineStepFailed as exc:
-        inner = unwrap(exc)
-        if isinstance(inner, ExaError):
-            raise inner from None
-        raise
-    create_views(pipeline)
+    with exclusive(pipeline), duckdb_held(pipeline):
+        if full_refresh:
+            drop_views(pipeline)  # PostgreSQL: the views would block dlt's drop of `imports`
+        # the scan of the package a killed run left, if any: its rows count as this run's
+        pending = imports_state(pipeline).get("last_scan", {})
+        try:
+            recovered = recover_interrupted_run(pipeline)
+            info = pipeline.run(
+                source,
+                refresh="drop_sources" if full_refresh else None,  # type: ignore[arg-type]
+            )
+        except PipelineStepFailed as exc:
+            _raise_clearly(pipeline, exc)
+        create_views(pipeline)
     seconds = time.monotonic() - started
     scan = imports_state(pipeline).get("last_scan", {})
+    rows_recovered = pending.get("changed", 0) if recovered else 0
     summary = LoadSummary(
-        rows_loaded=scan.get("changed", 0),
+        rows_loaded=scan.get("changed", 0) + rows_recovered,
         rows_read=scan.get("rows", 0),
         rows_deleted=scan.get("deleted", 0),
         pages=scan.get("pages", 0),
@@ -197,6 +339,7 @@ def run_load(
         destination=pipeline.destination.destination_name if pipeline.destination else "",
         dataset=pipeline.dataset_name,
         load_id=info.loads_ids[-1] if info.loads_ids else None,
+        rows_recovered=rows_recovered,
     )
     logger.info("exa_websets load: %s", summary.as_dict())
     return summary

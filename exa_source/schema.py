@@ -9,18 +9,25 @@ the default path fast (see ``docs/dlt-behaviour.md`` "Speed").
 
 from __future__ import annotations
 
+import functools
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.common.schema.typing import TColumnSchema, TTableSchemaColumns
 
 from exa_source import settings
 from exa_source.exceptions import ExaDataError
+
+logger = logging.getLogger(__name__)
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -135,7 +142,11 @@ def column_hints(hard_delete: bool = False) -> TTableSchemaColumns:
 ARROW_SCHEMA = pa.schema(
     [pa.field(c.name, c.arrow, nullable=c.hints.get("nullable", True)) for c in COLUMNS]
 )
-_KNOWN = frozenset(c.name for c in COLUMNS) | {"entity"}
+#: API fields converted into declared columns; ``_dlt_load_id`` and ``_exa_deleted_at`` are not
+#: API fields: an API field of that name is stored renamed (:func:`column_name`).
+_KNOWN = frozenset(
+    c.name for c in COLUMNS if c.name not in (settings.LOAD_ID_COLUMN, settings.DELETED_AT_COLUMN)
+) | {"entity"}
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -161,11 +172,47 @@ def _metadata(rows: Sequence[dict[str, Any]]) -> pa.Array:
     return pa.array(list(map(orjson.dumps, maps)), pa.string())
 
 
+#: ISO-8601 as far as the connector accepts it: extended or basic form, ``T``/space, optional
+#: time, any number of fraction digits, ``Z``/offset/none (``docs/exa-api.md`` §4.4).
+_ISO_8601 = re.compile(
+    r"(\d{4})-?(\d{2})-?(\d{2})"
+    r"(?:[Tt ](\d{2}):?(\d{2})(?::?(\d{2})(?:[.,](\d+))?)?)?"
+    r"\s*([Zz]|[+-]\d{2}(?::?\d{2})?)?"
+)
+
+
+def normalize_timestamp(value: Any) -> str | None:
+    """Rewrite an ISO-8601 value into the one form Arrow parses, or None if it is not one.
+
+    The API writes ``2025-11-23T17:15:22.175Z``, which Arrow parses directly; this is the slow
+    path for the other valid forms, with a fixed interpretation: no offset means UTC, a date
+    alone means midnight UTC, fractions beyond microseconds are truncated (nanoseconds would
+    not survive DuckDB or PostgreSQL, and truncation keeps the scan's comparison with the
+    stored value exact).
+    """
+    if not isinstance(value, str):
+        return None
+    match = _ISO_8601.fullmatch(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    if offset is None or offset in ("Z", "z"):
+        offset = "+00:00"
+    elif len(offset) == 3:
+        offset += ":00"
+    elif ":" not in offset:
+        offset = f"{offset[:3]}:{offset[3:]}"
+    micros = (fraction or "")[:6].ljust(6, "0")
+    return f"{year}-{month}-{day}T{hour or '00'}:{minute or '00'}:{second or '00'}.{micros}{offset}"
+
+
 def _timestamps(name: str, values: list[Any], rows: Sequence[dict[str, Any]]) -> pa.Array:
     """Parse ISO-8601 strings as UTC timestamps, vectorised.
 
-    The API writes ``2025-11-23T17:15:22.175Z``; Arrow also accepts ``+00:00`` offsets and other
-    precisions, so mixed forms compare as instants, never as text.
+    The API writes ``2025-11-23T17:15:22.175Z``; Arrow also accepts ``+00:00`` offsets and
+    millisecond or microsecond precision. Any other ISO-8601 form (nanoseconds, no offset, a
+    date alone) goes through :func:`normalize_timestamp`, one batch at a time, only when the
+    fast path fails. Mixed forms compare as instants, never as text.
 
     Raises:
         ExaDataError: a value is not an ISO-8601 timestamp, naming the import.
@@ -173,51 +220,156 @@ def _timestamps(name: str, values: list[Any], rows: Sequence[dict[str, Any]]) ->
     try:
         return pc.cast(pa.array(values, pa.string()), TIMESTAMP)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        for row, value in zip(rows, values, strict=True):
-            if value is None:
-                continue
+        pass
+    fixed = [None if v is None else normalize_timestamp(v) for v in values]
+    for row, value, norm in zip(rows, values, fixed, strict=True):
+        if value is None:
+            continue
+        bad = norm is None
+        if not bad:
             try:
-                pc.cast(pa.array([value], pa.string()), TIMESTAMP)
+                pc.cast(pa.array([norm], pa.string()), TIMESTAMP)
             except (pa.ArrowInvalid, pa.ArrowTypeError):
-                raise ExaDataError(
-                    f"import {row.get('id')!r} has an unparseable {name}: {value!r}"
-                ) from None
-        raise
+                bad = True
+        if bad:
+            raise ExaDataError(
+                f"import {_shown(row.get('id'))} has an unparseable {name}: {_shown(value)}"
+            ) from None
+    return pc.cast(pa.array(fixed, pa.string()), TIMESTAMP)
+
+
+def _shown(value: Any) -> str:
+    """``repr`` of an API value for an error message, cut to 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+#: What replaces U+0000 in text and JSON: PostgreSQL cannot store it in ``text`` or ``jsonb``
+#: (COPY fails with ``invalid byte sequence for encoding "UTF8": 0x00``), so every engine gets
+#: the same visible replacement character instead.
+NUL_REPLACEMENT: Final = "\ufffd"
+
+
+def _has_byte(array: pa.Array, needle: bytes) -> bool:
+    """Whether the data buffer of a string array contains ``needle``.
+
+    A superset check: bytes outside the array's slice count too, which costs at most a no-op
+    replace. ~4 µs per 1,000 ids, against ~130 µs for ``pc.match_substring``.
+    """
+    data = array.buffers()[2] if array.type == pa.string() else None
+    if data is None:
+        return False
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if len(needle) == 1:
+        return bool((raw == needle[0]).any())
+    return needle in data.to_pybytes()
+
+
+def clean_text(array: pa.Array) -> pa.Array:
+    """Replace NUL characters in a string array with :data:`NUL_REPLACEMENT` (rare; cheap check)."""
+    if _has_byte(array, b"\x00"):
+        return pc.replace_substring(array, "\x00", NUL_REPLACEMENT)
+    return array
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT)
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def clean_json(array: pa.Array) -> pa.Array:
+    r"""Replace NUL characters inside JSON texts with :data:`NUL_REPLACEMENT`.
+
+    orjson writes U+0000 as the escape ``\u0000``, which PostgreSQL's ``jsonb`` rejects.
+    """
+    if not _has_byte(array, b"\\u0000"):
+        return array
+    texts = [
+        None if t is None else orjson.dumps(_without_nul(orjson.loads(t))).decode()
+        for t in array.to_pylist()
+    ]
+    return pa.array(texts, pa.string())
 
 
 def _require(name: str, values: pa.Array, rows: Sequence[dict[str, Any]]) -> None:
-    """Raise when a field the incremental load depends on is missing, naming the import."""
+    """Raise when a field the comparison depends on is missing, naming the import."""
     if values.null_count:
         bad = next(row.get("id") for row in rows if row.get(name) is None)
-        raise ExaDataError(f"import {bad!r} has no {name}; cannot load it incrementally")
+        raise ExaDataError(f"import {_shown(bad)} has no {name}; cannot compare it with the table")
+
+
+def _ids(rows: Sequence[dict[str, Any]]) -> pa.Array:
+    """The ``id`` of every row as a string array, NULs replaced (see :func:`clean_text`).
+
+    Raises:
+        ExaDataError: an ``id`` is not a string (the API's ids are ``import_...`` strings; a
+            number would compare unequal to the stored text forever), naming it.
+    """
+    raw = values(rows, "id")
+    try:
+        return clean_text(pa.array(raw, pa.string()))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        bad = next(v for v in raw if v is not None and not isinstance(v, str))
+        raise ExaDataError(
+            f"an import has an id that is not a string: {_shown(bad)}"
+            f" ({type(bad).__name__}); refusing to load it"
+        ) from None
 
 
 def keys(rows: Sequence[dict[str, Any]]) -> tuple[pa.Array, pa.Array]:
     """Return the ``id`` and parsed ``updatedAt`` arrays of Import objects, nothing else.
 
-    Cheap enough to run on every row of every run: the incremental filter and deletion
-    detection need only these two, so the other columns are converted only for rows that
-    changed.
+    Cheap enough to run on every row of every run: the comparison with the destination and
+    deletion detection need only these two, so the other columns are converted only for rows
+    that changed.
 
     Raises:
-        ExaDataError: an ``id`` or ``updatedAt`` is missing, or ``updatedAt`` is unparseable.
+        ExaDataError: an ``id`` or ``updatedAt`` is missing or not a string, or ``updatedAt`` is
+            unparseable.
     """
-    ids = pa.array(values(rows, "id"), pa.string())
+    ids = _ids(rows)
     updated = _timestamps(settings.CURSOR_FIELD, values(rows, settings.CURSOR_FIELD), rows)
     _require("id", ids, rows)
     _require(settings.CURSOR_FIELD, updated, rows)
     return ids, updated
 
 
+_NAMING = NamingConvention()
+#: Column names the connector or dlt own: the declared columns, dlt's ``_dlt_*`` and ours.
+_OWNED = frozenset(_NAMING.normalize_path(c.name) for c in COLUMNS)
+#: Prefix of the column an API field is stored in when its own name is owned (see above).
+RENAMED_PREFIX: Final = "api_"
+
+
+@functools.lru_cache(maxsize=1024)
+def column_name(field: str) -> str:
+    """The name a field the API added is stored under: its own, unless dlt or we own it.
+
+    A field whose snake_case name is one of the declared columns, or starts with ``_dlt`` or
+    ``_exa`` (dlt's ``_dlt_load_id``/``_dlt_id``, our ``_exa_deleted_at``), is stored as
+    ``api_<name>``: API data never writes a column that dlt or the connector relies on.
+    """
+    name = _NAMING.normalize_identifier(field)
+    if name in _OWNED or name.startswith(("_dlt", "_exa")):
+        return RENAMED_PREFIX + name.lstrip("_")
+    return field
+
+
 def _extra_column(key: str, rows: Sequence[dict[str, Any]]) -> pa.Array:
     """Convert a field the API added after this schema was written (additive evolution)."""
     values = [row.get(key) for row in rows]
     if any(isinstance(v, (dict, list)) for v in values):
-        return pa.array([_json_or_none(v) for v in values], pa.string())
+        return clean_json(pa.array([_json_or_none(v) for v in values], pa.string()))
     try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values], pa.string())
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        array = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return clean_text(array) if array.type == pa.string() else array
 
 
 def page_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
@@ -248,15 +400,18 @@ def page_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
         elif name == settings.DELETED_AT_COLUMN:
             arrays.append(pa.nulls(len(rows), TIMESTAMP))  # live: the API only lists live imports
         elif name == "metadata":
-            arrays.append(_metadata(rows))
+            arrays.append(clean_json(_metadata(rows)))
+        elif name == "id":
+            arrays.append(_ids(rows))
         elif name.startswith("entity__"):
-            arrays.append(pc.struct_field(entity, name.removeprefix("entity__")))
+            arrays.append(clean_text(pc.struct_field(entity, name.removeprefix("entity__"))))
         elif column.arrow == TIMESTAMP:
             arrays.append(_timestamps(name, values(rows, name), rows))
         else:
             try:
-                arrays.append(pa.array(values(rows, name), column.arrow))
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                array = pa.array(values(rows, name), column.arrow)
+                arrays.append(clean_text(array) if column.arrow == pa.string() else array)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
                 raise ExaDataError(
                     f"the API changed the type of {name!r}: {exc}. Declared"
                     f" {column.hints.get('data_type')}; refusing to load a variant column."
@@ -266,5 +421,9 @@ def page_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
         _require(name, table.column(name).combine_chunks(), rows)
     extra = set().union(*rows) - _KNOWN
     for key in sorted(extra):
-        table = table.append_column(key, _extra_column(key, rows))
+        name = column_name(key)
+        if name in table.column_names:  # e.g. both _dltLoadId and _dlt_load_id
+            logger.warning("API field %r skipped: its column %r is taken", key, name)
+            continue
+        table = table.append_column(name, _extra_column(key, rows))
     return table

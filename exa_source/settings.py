@@ -49,6 +49,11 @@ DEFAULT_DELETIONS: Final = "soft"
 #: variable below ("" = DuckDB's own default).
 DUCKDB_MEMORY_LIMIT: Final = "256MB"
 DUCKDB_MEMORY_LIMIT_ENV: Final = "EXA_DUCKDB_MEMORY_LIMIT"
+#: How long a run waits for readers (a BI tool) to release the DuckDB file before failing, in
+#: seconds. A reader that re-opens the file every 50 ms lets a writer in within a second or two;
+#: a minute covers a long query without letting a scheduled run hang.
+DUCKDB_LOCK_WAIT_SECONDS: Final = 60.0
+DUCKDB_LOCK_WAIT_ENV: Final = "EXA_DUCKDB_LOCK_WAIT_SECONDS"
 
 #: Environment variable many Exa users already have (the SDKs read it too).
 API_KEY_ENV: Final = "EXA_API_KEY"
@@ -69,3 +74,18 @@ PAGES_AHEAD: Final = 2
 #: once per Arrow item, ~4 ms each: per 200-row page that was most of the extract time. 10,000
 #: rows (~4 MB) keeps that negligible and memory flat.
 ROWS_PER_TABLE: Final = 10_000
+
+#: Bounds on one scan, so that every run ends even when the API pages forever (``hasMore: true``
+#: with a fresh cursor each time leaves no repeated cursor to catch). Set per run with the
+#: source's ``max_pages`` / ``max_seconds``. 1,000,000 pages is 200 million imports at the
+#: default page size (and still a million at ``page_size=1``), far beyond any team's imports; it
+#: matters when the server answers in milliseconds (a proxy or stand-in looping), where 6 hours
+#: would be tens of millions of pages. 6 hours is ~8x a full scan of a million imports (5,000
+#: pages at ~0.5 s each) and still ends a runaway run well within a daily schedule.
+MAX_PAGES: Final = 1_000_000
+MAX_SECONDS: Final = 6 * 60 * 60.0
+#: Where a scan stopped by a bound tells the user to raise it (the source's options).
+MAX_PAGES_HINT: Final = "max_pages (SOURCES__EXA__MAX_PAGES)"
+MAX_SECONDS_HINT: Final = "max_seconds (SOURCES__EXA__MAX_SECONDS)"
+#: A body-reading watchdog thread exits after this many idle seconds (restarted on demand).
+BODY_WATCHDOG_IDLE_SECONDS: Final = 30.0

@@ -167,6 +167,8 @@ def exa_websets_source(
     page_size: int = settings.DEFAULT_PAGE_SIZE,
     initial_updated_at: str | None = None,
     deletions: str = settings.DEFAULT_DELETIONS,
+    max_pages: int = settings.MAX_PAGES,
+    max_seconds: float = settings.MAX_SECONDS,
 ) -> DltResource:
     """Exa Websets: the ``imports`` resource, merged on ``id``, written only where it changed.
 
@@ -180,6 +182,10 @@ def exa_websets_source(
         deletions: imports deleted in Exa: ``soft`` (keep the row, stamp
             ``_exa_deleted_at``), ``hard`` (delete the row) or ``off``. Written in the same
             load package as the changed rows, after a complete scan only.
+        max_pages: a scan still paging after this many pages fails (and deletes nothing): an
+            API that answers ``hasMore: true`` with a fresh cursor forever would otherwise
+            never end.
+        max_seconds: the same bound in wall-clock seconds.
 
     Returns:
         The ``imports`` resource.
@@ -192,7 +198,7 @@ def exa_websets_source(
     validate_page_size(page_size)
     policy = validate_policy(deletions)
     since = parse_timestamp(initial_updated_at) if initial_updated_at else None
-    client = ExaRESTClient(base_url, key)
+    client = ExaRESTClient(base_url, key, max_pages=max_pages, max_seconds=max_seconds)
     resource: DltResource = dlt.resource(
         _imports,
         name=settings.IMPORTS_TABLE,

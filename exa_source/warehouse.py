@@ -445,9 +445,35 @@ def query(pipeline: dlt.Pipeline, sql: str) -> list[Sequence[Any]]:
             return list(cursor.fetchall())
 
 
+#: Control characters -> their visible ``\xNN`` escape (see :func:`visible`).
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def visible(text: str) -> str:
+    r"""Return ``text`` with every control character shown as a ``\xNN`` escape.
+
+    Text that came from the API or the destination (titles, entity types, error bodies) may
+    hold terminal control sequences: ``"\x1b]0;pwned\x07"`` printed raw retitles the user's
+    terminal, and other sequences move the cursor, clear the screen or hide text. Every
+    character of the C0 set (``U+0000``-``U+001F``, tab and newline included), ``DEL``
+    (``U+007F``) and the C1 set (``U+0080``-``U+009F``, where ``U+009B`` is a one-character
+    CSI) is replaced by a backslash, ``x`` and two lower-case hex digits, the way Python's
+    ``repr`` writes them: ESC becomes the four characters ``\x1b``, so an escape sequence
+    stays readable but inert. All other characters (printable Unicode) are kept; backslashes
+    are not doubled, so the result is for display, not a reversible encoding.
+
+    Args:
+        text: any text.
+
+    Returns:
+        The text without control characters; unchanged when it had none.
+    """
+    return text.translate(_CONTROLS)
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Format rows as an aligned plain-text table."""
-    cells = [list(map(str, headers)), *[[str(v) for v in row] for row in rows]]
+    """Format rows as an aligned plain-text table; control characters shown by :func:`visible`."""
+    cells = [[visible(str(v)) for v in headers], *[[visible(str(v)) for v in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -460,7 +486,7 @@ def render_report(pipeline: dlt.Pipeline) -> str:
     table = format_table(("status", "entity type", "imports"), query(pipeline, STATUS_BY_ENTITY))
     return (
         f"{table}\n\n{rows:,} rows, {distinct:,} distinct ids, {rows - deleted:,} live,"
-        f" {deleted:,} soft-deleted (gone from Exa), newest updatedAt {newest}"
+        f" {deleted:,} soft-deleted (gone from Exa), newest updatedAt {visible(str(newest))}"
     )
 
 

@@ -170,3 +170,25 @@ def assert_equals_emulator(target: Target, emu: Emulator) -> None:
     assert len(rows) == len({r["id"] for r in rows}), "duplicate ids in the destination"
     assert [r["id"] for r in actual] == [r["id"] for r in expected]
     assert actual == expected
+
+
+def fingerprint(target: Target) -> tuple[int, str]:
+    """Row count and a content hash of the whole imports table (every column but load ids)."""
+    import hashlib
+
+    rows = target.rows()
+    skip = {"_dlt_load_id", "_dlt_id"}
+    lines = sorted(
+        json.dumps({k: v for k, v in r.items() if k not in skip}, sort_keys=True, default=str)
+        for r in rows
+    )
+    return len(rows), hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def poke(emu: Emulator, import_id: str, **fields: Any) -> None:
+    """Set raw fields of one emulated import, as a misbehaving API would send them."""
+    store = emu.store
+    with store._lock:
+        obj = store._load(import_id)
+        obj.update(fields)
+        store._save(obj)

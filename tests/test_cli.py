@@ -17,9 +17,14 @@ BIN = Path(sys.executable).parent
 
 
 def run(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, exe: str = "exa-source"
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    exe: str = "exa-source",
+    unset: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "EXA_"))}
+    drop = ("SOURCES__", "EXA_", *unset)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     clean.pop("PROVIDERS__ENABLE_AIRFLOW_SECRETS", None)  # the CLI must set it itself
     return subprocess.run(
         [str(BIN / exe), *args],
@@ -95,3 +100,100 @@ def test_demo_needs_no_key(tmp_path: Path) -> None:
     assert "3. Incremental load" in result.stdout
     assert "distinct ids" in result.stdout
     assert (tmp_path / "exa_demo.duckdb").exists()
+
+
+def _one_line_exit_2(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert KEY not in result.stdout + result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("where", ["env", "config.toml"])
+def test_wrong_type_in_dlt_config_exits_2_naming_the_setting(tmp_path: Path, where: str) -> None:
+    env = {"EXA_API_KEY": KEY}
+    if where == "env":
+        env["SOURCES__EXA__PAGE_SIZE"] = "abc"
+    else:
+        (tmp_path / ".dlt").mkdir()
+        (tmp_path / ".dlt" / "config.toml").write_text('[sources.exa]\npage_size = "abc"\n')
+    result = run(["load", "--base-url", "http://127.0.0.1:9"], tmp_path, env)
+    line = _one_line_exit_2(result)
+    assert "SOURCES__EXA__PAGE_SIZE" in line
+    assert "[sources.exa] page_size" in line
+    assert "integer" in line
+    assert "abc" not in line  # values are never echoed (a value may be a secret)
+    assert not (tmp_path / "exa.duckdb").exists()
+
+
+@pytest.mark.parametrize("command", ["load", "report"])
+def test_missing_destination_credentials_exit_2_naming_the_setting(
+    tmp_path: Path, command: str
+) -> None:
+    args = [command, "--destination", "postgres", "--pipelines-dir", str(tmp_path / "p")]
+    if command == "load":
+        args += ["--base-url", "http://127.0.0.1:9"]
+    result = run(args, tmp_path, {"EXA_API_KEY": KEY}, unset=("DESTINATION__", "CREDENTIALS__"))
+    line = _one_line_exit_2(result)
+    assert "DESTINATION__POSTGRES__CREDENTIALS" in line
+    assert "[destination.postgres] credentials" in line
+
+
+def test_unparseable_destination_credentials_exit_2_without_showing_them(tmp_path: Path) -> None:
+    secret = "not-a-dsn-sekrit-0123"
+    args = ["report", "--destination", "postgres", "--pipelines-dir", str(tmp_path / "p")]
+    env = {"DESTINATION__POSTGRES__CREDENTIALS": secret}
+    result = run(args, tmp_path, env, unset=("DESTINATION__", "CREDENTIALS__"))
+    line = _one_line_exit_2(result)
+    assert "cannot be parsed as dlt's PostgresCredentials" in line
+    assert secret not in result.stdout + result.stderr
+
+
+def test_log_lines_render_control_characters_visibly() -> None:
+    import logging
+
+    from exa_source.cli import _VisibleFormatter
+
+    formatter = _VisibleFormatter("%(levelname)s %(message)s")
+    record = logging.LogRecord(
+        "exa_source", logging.WARNING, __file__, 1, "id %s", ("\x1b]0;x\x07",), None
+    )
+    assert formatter.format(record) == r"WARNING id \x1b]0;x\x07"
+    try:
+        raise ValueError("bad\x1b[2J")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    shown = formatter.format(record)
+    assert "\x1b" not in shown
+    assert "Traceback (most recent call last):\n" in shown  # tracebacks keep their lines
+    assert shown.endswith(r"ValueError: bad\x1b[2J")
+
+
+def test_a_scan_past_its_page_bound_fails_naming_the_bound_and_changes_nothing(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """An API answering ``hasMore: true`` forever ran 90 s and 1.32M rows until killed; the
+    bound turns that into one clear failure (here: 1,000 imports are 5 pages)."""
+    args = ["load", "--base-url", emulator.base_url, "--pipelines-dir", str(tmp_path / "p")]
+    env = {"SOURCES__EXA__API_KEY": KEY}
+    assert run(args, tmp_path, env).returncode == 0
+    emulator.store.mutate(update=3, delete=2, seed=4)
+    by_flag = ([*args, "--max-pages", "3"], env)
+    by_setting = (args, {**env, "SOURCES__EXA__MAX_PAGES": "3"})
+    for bounded, bounded_env in (by_flag, by_setting):
+        done = run(bounded, tmp_path, bounded_env)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "the max_pages bound (3) was reached" in done.stderr
+        assert "Traceback" not in done.stderr
+    with duckdb.connect(str(tmp_path / "exa.duckdb"), read_only=True) as con:
+        deleted = con.execute(
+            "select count(*) from exa_websets.imports where _exa_deleted_at is not null"
+        ).fetchall()
+    assert deleted == [(0,)]  # a stopped scan deletes nothing
+    done = run(args, tmp_path, env)
+    assert done.returncode == 0
+    assert "Loaded 3 new or changed imports" in done.stdout
+    assert "2 deleted in Exa" in done.stdout

@@ -77,3 +77,37 @@ def test_dictionary_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     readme.write_text(readme.read_text().replace("Last change", "Last edit"))
     assert main(["dictionary", "--check", str(readme)]) == EXIT_FAILED
     assert "differs" in capsys.readouterr().err
+
+
+#: What a hostile API value looks like: an OSC sequence that retitles the terminal (ESC ... BEL),
+#: a C1 CSI and a DEL.
+HOSTILE = "\x1b]0;pwned\x07 Acme\x9b2J\x7f"
+RAW_CONTROLS = ("\x1b", "\x07", "\x9b", "\x7f")
+
+
+def test_report_renders_control_characters_from_the_api_visibly(
+    target: Target, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `report` prints the entity types (import_status_summary): text that came from the API
+    emulator.store.create({"type": HOSTILE, "description": HOSTILE}, title=HOSTILE, count=3)
+    target.load(emulator)
+    assert main(["report", *_target_args(target, tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert not [c for c in RAW_CONTROLS if c in out], repr(out)
+    assert r"\x1b]0;pwned\x07 Acme\x9b2J\x7f" in out  # still recognisable
+
+
+def test_error_messages_render_control_characters_visibly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exa_source import cli
+    from exa_source.exceptions import ExaAPIError
+
+    def failing(args: object) -> int:
+        raise ExaAPIError(f"Exa API error 500 on /websets/v0/imports: {HOSTILE}")
+
+    monkeypatch.setattr(cli, "_load", failing)
+    assert main(["load"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert not [c for c in RAW_CONTROLS if c in err], repr(err)
+    assert r"error: Exa API error 500 on /websets/v0/imports: \x1b]0;pwned\x07 Acme" in err

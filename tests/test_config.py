@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from conftest import KEY
 
 from exa_source import ExaConfigError, exa_websets_source
 from exa_source.config import resolve_api_key
+from exa_source.emulator import Emulator
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def _key_seen_by_the_source(monkeypatch: pytest.MonkeyPatch) -> str:
     seen: list[str] = []
 
     class Client:
-        def __init__(self, base_url: str, api_key: str) -> None:
+        def __init__(self, base_url: str, api_key: str, **bounds: Any) -> None:
             seen.append(api_key)
 
     monkeypatch.setattr(source_module, "ExaRESTClient", Client)
@@ -100,3 +102,64 @@ print("clean")
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "clean"
+
+
+def _files_holding(root: Path, needle: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+@pytest.mark.parametrize("where", ["SOURCES__EXA__API_KEY", "EXA_API_KEY", "secrets.toml"])
+def test_a_key_with_a_trailing_newline_is_stripped_and_never_echoed(
+    where: str, tmp_path: Path, emulator: Emulator
+) -> None:
+    """Pasted keys carry newlines. Before, requests quoted ``'KEY\\n'`` in its error, which
+    went to the terminal and into dlt's trace.pickle; the key works once stripped."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "EXA_"))}
+    if where == "secrets.toml":
+        (tmp_path / ".dlt").mkdir()
+        (tmp_path / ".dlt" / "secrets.toml").write_text(f'[sources.exa]\napi_key = "{KEY}\\n"\n')
+    else:
+        env[where] = f"  {KEY}\n"
+    pipes = tmp_path / "pipelines"
+    args = ["load", "--base-url", emulator.base_url, "--pipelines-dir", str(pipes)]
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "exa-source"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Loaded 1,000 new or changed imports" in done.stdout
+    assert KEY not in done.stdout + done.stderr
+    assert _files_holding(pipes, KEY.encode()) == []
+
+
+@pytest.mark.parametrize("bad", [f"{KEY[:5]}\n{KEY[5:]}", f"{KEY}\x00", f"{KEY[:3]}\x1b[2J", "ké"])
+def test_a_key_with_a_control_character_exits_2_without_showing_it(
+    bad: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "EXA_"))}
+    (tmp_path / ".dlt").mkdir()
+    escaped = bad.encode("unicode_escape").decode().replace('"', '\\"')
+    (tmp_path / ".dlt" / "secrets.toml").write_text(f'[sources.exa]\napi_key = "{escaped}"\n')
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "exa-source"),
+            "load",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "cannot travel in an HTTP header" in lines[0]
+    for part in (bad, bad.strip()[:8], KEY[:8]) if bad != "ké" else ("ké",):
+        assert part not in done.stdout + done.stderr

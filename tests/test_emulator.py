@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ import orjson
 import pytest
 import requests
 
+import exa_source.emulator.server as emulator_server
 from exa_source.emulator import (
     Clock,
     Emulator,
@@ -694,3 +697,303 @@ def test_exa_py_round_trip(emu: Emulator) -> None:
     assert all(
         "cursor" not in parse_qs(q) or parse_qs(q)["cursor"][0] for q in emu.stats.list_queries
     )
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+def _raw(emu: Emulator, timeout: float = 5.0) -> socket.socket:
+    """A plain TCP connection to the emulator (loopback, whatever host it is bound to)."""
+    return socket.create_connection(("127.0.0.1", emu.port), timeout=timeout)
+
+
+def _read_reply(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 reply from a raw socket: status, lower-cased headers, body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)  # the socket timeout is the deadline
+        assert chunk, f"connection closed before a reply: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed inside the reply body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body[:length]
+
+
+def _wait_closed(sock: socket.socket, within: float, drip: bytes = b"") -> float:
+    """Seconds until the server closes `sock`; fails after `within` seconds.
+
+    While waiting, sends `drip` one byte at a time, one byte per 0.2 s of silence.
+    """
+    start = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - start < within:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            if drip:
+                try:
+                    sock.sendall(drip[:1])
+                except OSError:
+                    return time.monotonic() - start
+                drip = drip[1:]
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - start
+        if not chunk:
+            return time.monotonic() - start
+    pytest.fail(f"the server kept the connection open for {within} s")
+
+
+def _head(method: str, path: str, *headers: str) -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: emulator\r\n" + "".join(f"{h}\r\n" for h in headers)
+
+
+def test_oversized_and_unframed_bodies_are_refused_without_reading(
+    emu: Emulator, http: requests.Session
+) -> None:
+    limit = emulator_server.MAX_BODY_BYTES
+    upload_limit = emulator_server.MAX_UPLOAD_BYTES
+    assert limit == 1 << 20 and upload_limit >= limit
+    imp = create_import(http, emu.base_url)
+    upload = imp["uploadUrl"].removeprefix(emu.base_url)
+    cases = [
+        # (request head without the blank line, status, JSON body expected)
+        (_head("POST", LIST, f"x-api-key: {KEY}", f"Content-Length: {limit + 1}"), 413, True),
+        (
+            _head(
+                "POST",
+                LIST,
+                f"x-api-key: {KEY}",
+                f"Content-Length: {limit + 1}",
+                "Expect: 100-continue",
+            ),
+            413,
+            True,
+        ),
+        (_head("POST", "/_emulator/clock", f"Content-Length: {10**40}"), 413, True),
+        (_head("PUT", upload, f"Content-Length: {upload_limit + 1}"), 413, False),
+        (_head("POST", LIST, f"x-api-key: {KEY}", "Transfer-Encoding: chunked"), 411, True),
+        (_head("PATCH", LIST + "/x", f"x-api-key: {KEY}", "Content-Length: -1"), 400, True),
+        (_head("POST", LIST, f"x-api-key: {KEY}", "Content-Length: 12abc"), 400, True),
+        (
+            _head("POST", LIST, f"x-api-key: {KEY}", "Content-Length: 2", "Content-Length: 3"),
+            400,
+            True,
+        ),
+    ]
+    for head, status, is_json in cases:
+        with _raw(emu) as sock:
+            sock.sendall(head.encode() + b"\r\n")  # headers only: the body never comes
+            got, headers, body = _read_reply(sock)
+            assert got == status, (head, body)
+            assert headers["connection"] == "close"
+            if is_json:
+                err = orjson.loads(body)
+                phrase = {413: "Payload Too Large", 411: "Length Required", 400: "Bad Request"}
+                assert err["statusCode"] == status and err["error"] == phrase[status]
+                assert ("Content-Length" in err["message"]) == (status != 413)
+            else:
+                assert b"<Code>EntityTooLarge</Code>" in body
+            assert _wait_closed(sock, 5) < 5
+    # a body of exactly the bound is read and served
+    params = orjson.dumps(
+        {"size": 3, "count": 1, "format": "csv", "entity": {"type": "company"}, "title": "big"}
+    )
+    r = http.post(emu.base_url + LIST, data=params.ljust(limit), timeout=10)
+    assert r.status_code == 201 and r.json()["title"] == "big"
+    assert http.get(emu.base_url + LIST, timeout=5).status_code == 200
+
+
+def test_idle_and_drip_feeding_clients_are_disconnected() -> None:
+    assert Emulator().idle_timeout == emulator_server.IDLE_TIMEOUT_S == 30
+    for bad in (0, -1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="idle_timeout"):
+            Emulator(idle_timeout=bad)
+    with Emulator(api_key=KEY, imports=5, idle_timeout=1.0) as emu:
+        idle, drip, half_body = _raw(emu), _raw(emu), _raw(emu)
+        half_body.sendall(_head("POST", LIST, f"x-api-key: {KEY}", "Content-Length: 100").encode())
+        half_body.sendall(b'\r\n{"size": 3')
+        with requests.Session() as other:  # the server still answers others meanwhile
+            other.headers["x-api-key"] = KEY
+            for _ in range(3):
+                assert other.get(emu.base_url + LIST, timeout=5).status_code == 200
+        line = _head("GET", LIST, f"x-api-key: {KEY}").encode() + b"X-Slow: " + b"a" * 200
+        assert 0.5 < _wait_closed(drip, 6, drip=line) < 6
+        assert _wait_closed(idle, 6) < 6
+        assert _wait_closed(half_body, 6) < 6
+        assert requests.get(emu.base_url + LIST, headers={"x-api-key": KEY}, timeout=5).ok
+
+
+BAD_CLOCK_BODIES: list[Any] = [
+    {"advance": "abc"},
+    {"advance": "10"},
+    {"advance": None},
+    {"advance": True},
+    {"advance": [1]},
+    {"advance": 1e308},
+    {"advance": 1e15},
+    {"advance": -1e15},
+    {"advance": -(10**18)},
+    {"set": 12345},
+    {"set": None},
+    {"set": "yesterday"},
+    {"set": "2026-13-01T00:00:00Z"},
+    {"set": "0001-01-01T00:00:00+01:00"},
+    {"set": "0001-01-01T00:00:00Z"},
+    {"set": "1969-12-31T23:59:59Z"},
+    {"set": "9999-12-31T23:59:59.999Z"},
+    {"sett": "2026-01-01T00:00:00Z"},
+    {"set": "2030-01-01T00:00:00Z", "advance": "x"},
+    ["advance", 1],
+]
+
+
+@pytest.mark.parametrize("body", BAD_CLOCK_BODIES, ids=lambda b: orjson.dumps(b).decode())
+def test_clock_control_rejects_values_that_would_break_it(
+    emu: Emulator, http: requests.Session, body: Any
+) -> None:
+    url = emu.base_url + "/_emulator/clock"
+    before = parse_time(requests.get(url, timeout=5).json()["now"])
+    messages = nest_400(requests.post(url, json=body, timeout=5))
+    assert any(word in " ".join(messages) for word in ("advance", "set", "object", "sett"))
+    after = parse_time(requests.get(url, timeout=5).json()["now"])
+    assert timedelta(0) <= after - before < timedelta(seconds=5)  # nothing applied
+    create_import(http, emu.base_url)  # and the store still stamps
+
+
+def test_clock_edges_that_stay_valid(emu: Emulator, http: requests.Session) -> None:
+    url = emu.base_url + "/_emulator/clock"
+    far = requests.post(url, json={"set": "9999-01-01T00:00:00Z"}, timeout=5)
+    assert far.status_code == 200 and far.json()["now"].startswith("9999-01-01T00:00:0")
+    imp = create_import(http, emu.base_url)
+    assert imp["createdAt"].startswith("9999-01-01") and imp["uploadValidUntil"] > imp["createdAt"]
+    both = requests.post(url, json={"set": "1970-01-01T00:00:00Z", "advance": 60}, timeout=5)
+    assert both.json()["now"].startswith("1970-01-01T00:01:0")  # set, then advance
+    nest_400(requests.post(url, json={"advance": -120}, timeout=5))  # would be before 1970
+    # the store still writes odd-but-valid stamps for connector tests, and reads them back
+    other = emu.store.ids()[0]
+    for stamp in ("9999-01-01T00:00:00.000Z", "1960-01-01T00:00:00.000Z"):
+        assert emu.store.touch(other, at=stamp)["updatedAt"] == stamp
+        assert http.get(f"{emu.base_url}{LIST}/{other}", timeout=5).json()["updatedAt"] == stamp
+    assert emu.store.touch(other, at="0001-01-01T00:00:00Z")["updatedAt"] == (
+        "0001-01-01T00:00:00.000Z"
+    )
+
+
+def test_store_rejects_unrepresentable_times() -> None:
+    store = ImportStore(seed=0, imports=3)
+    victim = store.ids()[0]
+    before = store.get(victim)
+    for at in (10**20, -(10**20), "10000-01-01T00:00:00Z"):
+        with pytest.raises(ValueError):
+            store.touch(victim, at=at)
+    with pytest.raises(ValueError, match="1970"):
+        store.create({"type": "company"}, at="1969-12-31T23:59:59Z")  # ULID time is unsigned
+    with pytest.raises(ValueError):
+        store.create({"type": "company"}, at="9999-12-31T23:30:00Z")  # uploadValidUntil
+    store.touch(victim, at="9999-12-31T23:59:59.999Z")
+    with pytest.raises(ValueError, match="9999"):
+        store.update(victim, title="one more millisecond")
+    assert store.get(victim)["title"] == before["title"]  # type: ignore[index]
+    clock = Clock()
+    for seconds in (math.nan, math.inf, -math.inf, 1e300, -(10**30)):
+        with pytest.raises(ValueError):
+            clock.advance(seconds)
+    for when in (10**20, -1, "1969-12-31T23:59:59Z", "9999-12-31T00:00:00Z"):
+        with pytest.raises(ValueError):
+            clock.set(when)
+    assert abs(clock.now_ms() - time.time() * 1000) < 5000  # unchanged
+    assert store.create({"type": "company"})["status"] == "pending"
+
+
+def test_out_of_range_stamp_over_http_is_400_not_500(emu: Emulator, http: requests.Session) -> None:
+    victim = emu.store.ids()[0]
+    emu.store.touch(victim, at="9999-12-31T23:59:59.999Z")
+    r = http.patch(f"{emu.base_url}{LIST}/{victim}", json={"title": "x"}, timeout=5)
+    assert "9999" in " ".join(nest_400(r))
+    assert http.get(f"{emu.base_url}{LIST}/{victim}", timeout=5).json()["title"] != "x"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/_emulator/mutate", {"update": -1}),
+        ("/_emulator/mutate", {"advance": -1}),
+        ("/_emulator/mutate", {"create": True}),
+        ("/_emulator/mutate", {"create": 10**7}),
+        ("/_emulator/mutate", {"seed": 1.5}),
+        ("/_emulator/faults", {"kind": "slow", "delay": -1}),
+        ("/_emulator/faults", {"kind": "slow", "delay": 1e308}),
+        ("/_emulator/faults", {"kind": "slow", "delay": 10**9}),
+        ("/_emulator/faults", {"kind": "status", "status": 99}),
+        ("/_emulator/faults", {"kind": "status", "status": 1000}),
+        ("/_emulator/faults", {"kind": "status", "method": 5}),
+        ("/_emulator/faults", {"kind": "status", "headers": ["a"]}),
+        ("/_emulator/faults", {"kind": "status", "headers": {"X-A": "1\r\nX-B: 2"}}),
+        ("/_emulator/faults", {"kind": "status", "times": -1}),
+    ],
+)
+def test_control_numbers_that_would_break_it_get_400(
+    emu: Emulator, http: requests.Session, path: str, body: dict[str, Any]
+) -> None:
+    nest_400(requests.post(emu.base_url + path, json=body, timeout=5))
+    assert requests.get(emu.base_url + "/_emulator/faults", timeout=5).json() == []
+    assert http.get(emu.base_url + LIST, timeout=5).status_code == 200
+    assert len(emu.store) == 237
+
+
+def test_non_loopback_bind_warns(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="exa_source.emulator")
+    for host in ("127.0.0.1", "localhost"):
+        with Emulator(api_key=KEY, host=host):
+            pass
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with Emulator(api_key=KEY, imports=2, host="0.0.0.0") as emu:
+        r = requests.get(f"http://127.0.0.1:{emu.port}{LIST}", headers={"x-api-key": KEY})
+        assert r.status_code == 200
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    text = warnings[0].getMessage()
+    assert "0.0.0.0" in text and "reachable from the network" in text
+    assert "authentication" in text
+
+
+def test_main_idle_timeout_flag_and_non_loopback_warning() -> None:
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exa_source.emulator",
+            "--host",
+            "0.0.0.0",
+            "--idle-timeout",
+            "1",
+        ],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        match = re.fullmatch(r"http://0\.0\.0\.0:(\d+)", url)
+        assert match, url
+        with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=5) as idle:
+            assert _wait_closed(idle, 6) < 6
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert "WARNING" in err and "reachable from the network" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -92,3 +92,67 @@ def test_unknown_enum_values_and_null_entity_pass_through() -> None:
     table = page_to_table([record(status="archived", entity=None), record(entity={"type": "x"})])
     assert table.column("status").to_pylist() == ["archived", "completed"]
     assert table.column("entity__type").to_pylist() == [None, "x"]
+
+
+@pytest.mark.parametrize(
+    ("form", "instant"),
+    [
+        ("2025-11-23T17:16:04.123456789Z", "2025-11-23T17:16:04.123456+00:00"),  # truncated
+        ("2025-11-23T17:16:04", "2025-11-23T17:16:04+00:00"),  # naive = UTC
+        ("2025-11-23", "2025-11-23T00:00:00+00:00"),  # date only = midnight UTC
+        ("2025-11-23T19:16:04.1234567+0200", "2025-11-23T17:16:04.123456+00:00"),
+        ("20251123T171604Z", "2025-11-23T17:16:04+00:00"),  # basic form
+        ("2025-11-23 17:16:04,5+01", "2025-11-23T16:16:04.500000+00:00"),
+    ],
+)
+def test_every_iso_8601_form_loads_with_a_documented_interpretation(
+    form: str, instant: str
+) -> None:
+    table = page_to_table([record(updatedAt=form, createdAt=form, failedAt=form)])
+    expected = datetime.fromisoformat(instant)
+    for name in ("updatedAt", "createdAt", "failedAt"):
+        assert table.column(name)[0].as_py() == expected
+
+
+def test_an_id_that_is_not_a_string_names_itself() -> None:
+    with pytest.raises(ExaDataError, match=r"id that is not a string: 12345 \(int\)"):
+        page_to_table([record(), record(id=12345)])
+
+
+def test_nul_characters_are_replaced_in_text_and_json() -> None:
+    row = record(
+        id="import_\x00nul",
+        title="a\x00b",
+        entity={"type": "custom", "description": "d\x00"},
+        metadata={"k\x00": "v\x00", "ok": "\\u0000 is text"},
+        websetNote="n\x00",
+        extra={"deep": ["x\x00"]},
+    )
+    table = page_to_table([row, record()])
+    got = table.to_pylist()[0]
+    assert got["id"] == "import_\ufffdnul"
+    assert got["title"] == "a\ufffdb"
+    assert got["entity__description"] == "d\ufffd"
+    assert json.loads(got["metadata"]) == {"k\ufffd": "v\ufffd", "ok": "\\u0000 is text"}
+    assert got["websetNote"] == "n\ufffd"
+    assert json.loads(got["extra"]) == {"deep": ["x\ufffd"]}
+    assert "\x00" not in json.dumps(table.to_pylist(), default=str)
+
+
+def test_api_fields_never_write_dlt_or_connector_columns() -> None:
+    row = record(
+        _dlt_load_id="9999999999.999",
+        _dlt_id="forged",
+        _dltLoadId="camel",
+        _exa_deleted_at="2020-01-01T00:00:00Z",
+        updated_at="snake twin of updatedAt",
+    )
+    table = page_to_table([row])
+    got = table.to_pylist()[0]
+    assert got["_dlt_load_id"] is None  # stamped by the scan, never by the API
+    assert got["_exa_deleted_at"] is None
+    assert "_dlt_id" not in got
+    assert got["api_dlt_id"] == "forged"
+    assert got["api_exa_deleted_at"] == "2020-01-01T00:00:00Z"
+    assert got["api_updated_at"] == "snake twin of updatedAt"
+    assert got["api_dlt_load_id"] == "camel"  # _dltLoadId sorts first; its twin is skipped

@@ -31,9 +31,11 @@ from exa_source.warehouse import (
     check_readme,
     create_views,
     data_dictionary,
+    format_table,
     readme_dictionary,
     summary,
     view_statements,
+    visible,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -392,3 +394,21 @@ def test_readme_dictionary_matches_the_schema() -> None:
         f"{readme}: the block between {DICTIONARY_START} and {DICTIONARY_END} is missing or"
         " stale; paste the output of `exa-source dictionary`"
     )
+
+
+def test_visible_escapes_every_control_character_and_keeps_the_rest() -> None:
+    controls = [*map(chr, range(0x20)), "\x7f", *map(chr, range(0x80, 0xA0))]
+    shown = visible("".join(controls))
+    assert shown == "".join(f"\\x{ord(c):02x}" for c in controls)
+    assert shown.isprintable()
+    assert visible("\x1b]0;pwned\x07") == r"\x1b]0;pwned\x07"
+    text = "Acme GmbH: é ü 日本 🚀 \u00a0 \\ ~"  # printable Unicode (and backslashes) unchanged
+    assert visible(text) == text
+
+
+def test_format_table_escapes_cells_and_keeps_columns_aligned() -> None:
+    table = format_table(["status", "type"], [("ok", "\x1b[2Jx"), ("failed", "y")])
+    assert "\x1b" not in table
+    lines = table.splitlines()
+    assert lines[2] == r"ok      \x1b[2Jx"
+    assert len({len(line) for line in lines}) == 1

@@ -11,21 +11,42 @@ fast enough never to be the bottleneck of a benchmark. Use it in-process::
 or as a process: ``python -m exa_source.emulator --port 0 --api-key k --imports 1000``.
 """
 
-from .server import Emulator, EmulatorStats, Fault, FaultKind, FaultList
+from .server import (
+    IDLE_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    MAX_UPLOAD_BYTES,
+    Emulator,
+    EmulatorStats,
+    Fault,
+    FaultKind,
+    FaultList,
+)
 from .store import (
+    CLOCK_MAX,
+    CLOCK_MIN,
     SEED_ANCHOR,
+    TIME_MAX,
+    TIME_MIN,
     Clock,
     ImportNotFoundError,
     ImportStore,
     InvalidTransitionError,
     Page,
+    TimeRangeError,
     encode_ulid,
     iso_ms,
     parse_time,
 )
 
 __all__ = [
+    "CLOCK_MAX",
+    "CLOCK_MIN",
+    "IDLE_TIMEOUT_S",
+    "MAX_BODY_BYTES",
+    "MAX_UPLOAD_BYTES",
     "SEED_ANCHOR",
+    "TIME_MAX",
+    "TIME_MIN",
     "Clock",
     "Emulator",
     "EmulatorStats",
@@ -36,6 +57,7 @@ __all__ = [
     "ImportStore",
     "InvalidTransitionError",
     "Page",
+    "TimeRangeError",
     "encode_ulid",
     "iso_ms",
     "parse_time",

@@ -1,20 +1,33 @@
 """Run the emulator as a process.
 
 ``python -m exa_source.emulator --host 127.0.0.1 --port 0 --api-key K --imports N [--seed S]
-[--no-quirk]`` prints exactly one line, the base URL (with the real port when ``--port 0``),
-logs to stderr, serves until SIGINT/SIGTERM and exits 0.
+[--no-quirk] [--idle-timeout SECONDS]`` prints exactly one line, the base URL (with the real
+port when ``--port 0``), logs to stderr, serves until SIGINT/SIGTERM and exits 0. A
+non-loopback ``--host`` logs a warning: the emulator has no real authentication.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 import threading
 from types import FrameType
 
-from .server import Emulator
+from .server import IDLE_TIMEOUT_S, Emulator
+
+
+def _positive_seconds(text: str) -> float:
+    """Parse a positive, finite number of seconds (argparse ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--no-credits-key", action="append", default=[], help="a key that answers 402"
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive_seconds,
+        default=IDLE_TIMEOUT_S,
+        help="close connections silent this long, or whose request takes longer to arrive "
+        "(default %(default)s)",
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -59,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         quirk_last_page=not args.no_quirk,
         no_credits_keys=tuple(args.no_credits_key),
+        idle_timeout=args.idle_timeout,
     ).start()
     print(emu.base_url, flush=True)
     try:

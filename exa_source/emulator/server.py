@@ -20,26 +20,49 @@ body. Routes (docs/exa-api.md §3.1):
     ``body``, ``delay``); ``GET`` lists pending faults; ``DELETE`` clears them.
   - ``POST /_emulator/mutate`` ``{"update": n, "create": n, "delete": n, "advance": n,
     "seed": s}`` → ids touched (see :meth:`ImportStore.mutate`).
-  - ``POST /_emulator/clock`` ``{"advance": seconds}`` or ``{"set": "<iso>"}`` → ``{"now"}``.
+  - ``POST /_emulator/clock`` ``{"advance": seconds}`` and/or ``{"set": "<iso>"}`` (set first,
+    then advance) → ``{"now"}``.
+
+Hostile input (what a test can throw at it):
+
+* Request bodies are bounded: ``Content-Length`` above :data:`MAX_BODY_BYTES` (1 MiB; uploads
+  :data:`MAX_UPLOAD_BYTES`, the API's 50 MB file-size maximum) gets 413 before any of the body
+  is read, a ``Transfer-Encoding`` (chunked) body gets 411, a malformed or conflicting
+  ``Content-Length`` gets 400; each closes the connection. ``Expect: 100-continue`` is
+  answered with the same refusal instead of ``100 Continue``.
+* Idle timeout (``idle_timeout``, :data:`IDLE_TIMEOUT_S` = 30 s by default): a connection
+  silent for that long (before or inside a request, or not reading a reply) is closed, and
+  each request (line, headers, body) must arrive whole within that long of its first bytes,
+  so idle, drip-feeding or stalled clients never pin a server thread.
+* Clock values and other control numbers are validated: non-ISO strings, wrong JSON types,
+  non-finite or huge offsets, readings outside ``CLOCK_MIN``..``CLOCK_MAX`` (1970..9999-01-01)
+  and store stamps outside year 1..9999 get 400 and change nothing.
+* Binding a non-loopback address logs a warning: there is no authentication beyond the
+  fixed test key, and the control and upload routes need none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import ipaddress
 import logging
 import math
+import re
 import secrets
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -48,13 +71,22 @@ from .store import (
     ENTITY_TYPES,
     ImportNotFoundError,
     ImportStore,
+    TimeRangeError,
     is_ulid,
     iso_ms,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "IDLE_TIMEOUT_S",
+    "MAX_BODY_BYTES",
+    "MAX_FAULT_DELAY_S",
+    "MAX_MUTATE",
+    "MAX_UPLOAD_BYTES",
     "Emulator",
     "EmulatorStats",
     "Fault",
@@ -71,6 +103,19 @@ _JSON = "application/json; charset=utf-8"
 _MAX_SIZE = (
     50_000_000  # CreateImportParameters.size maximum, bytes (docs/exa-api.md §3.2, §8 item 8)
 )
+MAX_BODY_BYTES = 1 << 20
+"""Largest request body (``Content-Length``) read on the API and control routes: 1 MiB."""
+MAX_UPLOAD_BYTES = _MAX_SIZE
+"""Largest body read on the presigned upload route: the API's 50 MB file-size maximum."""
+IDLE_TIMEOUT_S = 30.0
+"""Default ``idle_timeout``: longest silence on a connection, and longest time a request may
+take to arrive from its first bytes."""
+MAX_FAULT_DELAY_S = 600.0
+"""Largest ``delay`` of a ``slow`` fault accepted by ``POST /_emulator/faults``."""
+MAX_MUTATE = 1_000_000
+"""Largest count per field accepted by ``POST /_emulator/mutate``."""
+_FAULT_KINDS = ("status", "html", "slow", "reset", "malformed")
+_CRLF = re.compile(r"[\r\n]")
 _RATE_LIMIT_MSG = (
     "You've exceeded your Exa rate limit of 10 requests per second. Please slow down and try again."
 )
@@ -141,25 +186,45 @@ class Fault:
         """Build a fault from a JSON spec (control endpoint); ``mutate`` is not allowed.
 
         Raises:
-            ValueError: Bad spec.
+            ValueError: Bad spec (unknown field, wrong type, number out of range).
+            OverflowError: A number too large to convert.
         """
         allowed = {"kind", "method", "path", "skip", "times", "status", "headers", "body", "delay"}
         unknown = set(spec) - allowed
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
         kind = spec.get("kind")
-        if kind not in ("status", "html", "slow", "reset", "malformed"):
-            raise ValueError("kind must be one of status, html, slow, reset, malformed")
+        if kind not in _FAULT_KINDS:
+            raise ValueError("kind must be one of " + ", ".join(_FAULT_KINDS))
+        for name in ("method", "path"):
+            if not isinstance(spec.get(name), (str, type(None))):
+                raise ValueError(f"{name} must be a string or null")
+        headers = spec.get("headers") or {}
+        if not isinstance(headers, dict):
+            raise ValueError("headers must be an object")
+        headers = {str(k): str(v) for k, v in headers.items()}
+        if any(_CRLF.search(k + v) or not k for k, v in headers.items()):
+            raise ValueError("header names must be non-empty; names and values without CR/LF")
+        skip = int(spec.get("skip", 0))
+        times = int(spec.get("times", 1))
+        status = int(spec.get("status", 500))
+        delay = float(spec.get("delay", 0.0))
+        if skip < 0 or times < 0:
+            raise ValueError("skip and times must not be less than 0")
+        if not 100 <= status <= 599:
+            raise ValueError("status must be an HTTP status code, 100-599")
+        if not 0 <= delay <= MAX_FAULT_DELAY_S:  # also rejects NaN
+            raise ValueError(f"delay must be a number of seconds, 0-{MAX_FAULT_DELAY_S:g}")
         return cls(
             kind=kind,
             method=spec.get("method", "GET"),
             path=spec.get("path"),
-            skip=int(spec.get("skip", 0)),
-            times=int(spec.get("times", 1)),
-            status=int(spec.get("status", 500)),
-            headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
+            skip=skip,
+            times=times,
+            status=status,
+            headers=headers,
             body=spec.get("body"),
-            delay=float(spec.get("delay", 0.0)),
+            delay=delay,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -272,10 +337,11 @@ class EmulatorStats:
 class _Reply(Exception):
     """Raised inside a handler to send an error reply."""
 
-    def __init__(self, status: int, body: Any) -> None:
+    def __init__(self, status: int, body: Any, content_type: str = _JSON) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
+        self.content_type = content_type
 
 
 def _request_id() -> str:
@@ -429,6 +495,88 @@ def _parse_cursor(values: list[str] | None) -> str | None:
     return cursor
 
 
+def _body_length(headers: Message, path: str) -> int:
+    """Return the declared body length of a request, refusing bodies the emulator won't read.
+
+    Args:
+        headers: The request headers (``http.client.HTTPMessage``).
+        path: The request path without query (uploads get :data:`MAX_UPLOAD_BYTES`).
+
+    Returns:
+        The ``Content-Length`` (0 when absent: an HTTP/1.1 request without it has no body).
+
+    Raises:
+        _Reply: 411 for any ``Transfer-Encoding``, 400 for a malformed or conflicting
+            ``Content-Length``, 413 above the bound (S3 XML on the upload route).
+    """
+    if headers.get("Transfer-Encoding") is not None:
+        raise _Reply(
+            411,
+            {
+                "statusCode": 411,
+                "message": "Content-Length required: the emulator does not read chunked bodies",
+                "error": "Length Required",
+            },
+        )
+    values = {str(v).strip() for v in headers.get_all("Content-Length") or ()}
+    if not values:
+        return 0
+    text = values.pop()
+    if values or not (text.isascii() and text.isdigit()):
+        raise _Reply(
+            400,
+            {"statusCode": 400, "message": "Bad Content-Length", "error": "Bad Request"},
+        )
+    upload = path.startswith("/_uploads/")
+    limit = MAX_UPLOAD_BYTES if upload else MAX_BODY_BYTES
+    if len(text) > len(str(limit)) or int(text) > limit:
+        if upload:
+            raise _Reply(
+                413,
+                _s3_error(
+                    "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size"
+                ),
+                "application/xml",
+            )
+        raise _Reply(
+            413,
+            {
+                "statusCode": 413,
+                "message": f"request entity too large: the limit is {limit} bytes",
+                "error": "Payload Too Large",
+            },
+        )
+    return int(text)
+
+
+class _DeadlineSocketIO(socket.SocketIO):
+    """Raw socket reader that stops a request once its read deadline has passed.
+
+    The socket timeout bounds each silent wait; the deadline, set when the first bytes of a
+    request arrive, bounds a client that keeps trickling bytes (each ``recv`` would otherwise
+    restart the socket timeout forever).
+    """
+
+    def __init__(self, sock: socket.socket, handler: _Handler) -> None:
+        super().__init__(sock, "rb")
+        self._handler = handler
+
+    def readinto(self, b: WriteableBuffer) -> int | None:
+        """Read like :class:`socket.SocketIO`, then enforce the handler's read deadline.
+
+        Raises:
+            TimeoutError: The socket timed out or the deadline has passed.
+        """
+        n = super().readinto(b)
+        handler = self._handler
+        now = time.monotonic()
+        if handler.read_deadline is None:
+            handler.read_deadline = now + handler.server.emulator.idle_timeout
+        elif now > handler.read_deadline:
+            raise TimeoutError("request not received within the idle timeout")
+        return n
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -440,6 +588,18 @@ class _Server(ThreadingHTTPServer):
         self.conn_lock = threading.Lock()
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log a request that ended in an exception, instead of printing it to stderr.
+
+        A client that hangs up or stalls is routine hostile input (DEBUG); anything else is
+        an emulator bug (ERROR with the traceback). Either way only that connection ends.
+        """
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            logger.debug("connection from %s ended: %r", client_address, exc)
+        else:
+            logger.exception("emulator error serving %s", client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     """Request handler; all logic lives in the owning :class:`Emulator`."""
@@ -449,10 +609,27 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
 
+    read_deadline: float | None = None
+
     def setup(self) -> None:
+        """Register the connection; bound reads by the emulator's idle timeout."""
         super().setup()
+        self.connection.settimeout(self.server.emulator.idle_timeout)
+        self.rfile.close()  # the makefile() reader of StreamRequestHandler, replaced:
+        self.rfile = io.BufferedReader(_DeadlineSocketIO(self.connection, self))
         with self.server.conn_lock:
             self.server.connections.add(self.connection)
+
+    def handle_one_request(self) -> None:
+        """Serve one request; it must arrive whole within ``idle_timeout`` of its first bytes."""
+        self.read_deadline = None  # armed by the first recv of this request
+        super().handle_one_request()
+
+    def handle_expect_100(self) -> bool:
+        """Refuse an unwanted body before the client sends it, else send ``100 Continue``."""
+        if self.server.emulator.check_body(self) is None:
+            return False
+        return super().handle_expect_100()
 
     def finish(self) -> None:
         with self.server.conn_lock:
@@ -532,6 +709,11 @@ class Emulator:
             last list page (docs/exa-api.md §2 / §8 item 3); ``False`` answers ``hasMore: false``.
         no_credits_keys: Keys that authenticate but are out of credits (402).
         store: Use this store instead of building one from ``imports``/``seed``.
+        idle_timeout: Seconds a connection may stay silent, and the time a request gets to
+            arrive whole from its first bytes; idle or drip-feeding clients are disconnected.
+
+    Raises:
+        ValueError: ``idle_timeout`` is not a positive finite number.
 
     Example:
         >>> with Emulator(api_key="k", imports=10) as emu:  # doctest: +SKIP
@@ -548,7 +730,11 @@ class Emulator:
         quirk_last_page: bool = True,
         no_credits_keys: tuple[str, ...] | list[str] | set[str] | frozenset[str] = (),
         store: ImportStore | None = None,
+        idle_timeout: float = IDLE_TIMEOUT_S,
     ) -> None:
+        if not (_is_number(idle_timeout) and idle_timeout > 0):
+            raise ValueError(f"idle_timeout must be a positive number of seconds: {idle_timeout}")
+        self.idle_timeout = float(idle_timeout)
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -576,6 +762,15 @@ class Emulator:
         )
         self._thread.start()
         logger.info("exa emulator serving on %s", self.base_url)
+        bound = str(self._server.server_address[0])
+        if not _is_loopback(bound):
+            logger.warning(
+                "exa emulator bound to %s (%s), which is not a loopback address: it is "
+                "reachable from the network and has no authentication beyond the fixed test "
+                "API key (the /_emulator control endpoints and upload URLs need no key at all)",
+                self.host,
+                bound,
+            )
         return self
 
     def stop(self) -> None:
@@ -636,11 +831,8 @@ class Emulator:
         split = urlsplit(h.path)
         path = split.path
         query = split.query
-        try:
-            length = int(h.headers.get("Content-Length") or 0)
-        except ValueError:
-            h.close_connection = True
-            h.reply(400, orjson.dumps({"statusCode": 400, "message": "Bad Content-Length"}))
+        length = self.check_body(h)
+        if length is None:
             return
         body = h.rfile.read(length) if length > 0 else b""
         route = self._route_name(path)
@@ -656,7 +848,9 @@ class Emulator:
         try:
             status, payload, ctype, headers = self._serve(method, path, query, body, h)
         except _Reply as err:
-            status, payload, ctype, headers = err.status, _encode(err.body), _JSON, {}
+            status, payload, ctype, headers = err.status, _encode(err.body), err.content_type, {}
+        except TimeRangeError as err:  # a stamp or clock reading the store cannot write
+            status, payload, ctype, headers = 400, _encode(_bad_request([str(err)]).body), _JSON, {}
         except Exception:  # pragma: no cover - defensive
             logger.exception("emulator error on %s %s", method, h.path)
             status, payload, ctype, headers = (
@@ -672,6 +866,18 @@ class Emulator:
             payload = payload[: max(1, len(payload) // 2)] if len(payload) > 2 else b'{"data":['
             status = 200
         h.reply(status, payload, ctype, headers)
+
+    def check_body(self, h: _Handler) -> int | None:
+        """Return the body length to read, or send the refusal and return ``None``.
+
+        A refused body is never read, so the connection is closed after the reply.
+        """
+        try:
+            return _body_length(h.headers, urlsplit(h.path).path)
+        except _Reply as err:
+            h.close_connection = True
+            h.reply(err.status, _encode(err.body), err.content_type)
+            return None
 
     @staticmethod
     def _route_name(path: str) -> str:
@@ -885,7 +1091,7 @@ class Emulator:
             if method == "POST":
                 try:
                     fault = self.faults.add(Fault.from_spec(params))
-                except (ValueError, TypeError) as err:
+                except (ValueError, TypeError, OverflowError) as err:
                     raise _bad_request([str(err)]) from None
                 return orjson.dumps(fault.describe())
             if method == "DELETE":
@@ -894,20 +1100,61 @@ class Emulator:
             if method == "GET":
                 return orjson.dumps([f.describe() for f in self.faults.pending()])
         if path == "/_emulator/mutate" and method == "POST":
-            allowed = {"update", "create", "delete", "advance", "seed"}
-            if set(params) - allowed or not all(isinstance(v, int) for v in params.values()):
-                raise _bad_request([f"body keys must be integers among {sorted(allowed)}"])
+            errors = _mutate_errors(params)
+            if errors:
+                raise _bad_request(errors)
             return orjson.dumps(self.store.mutate(**params))
         if path == "/_emulator/clock" and method in ("POST", "GET"):
-            if "advance" in params:
-                self.store.clock.advance(float(params["advance"]))
-            if "set" in params:
-                try:
-                    self.store.clock.set(str(params["set"]))
-                except ValueError:
-                    raise _bad_request(["set must be an ISO-8601 timestamp"]) from None
+            self._move_clock(params)
             return orjson.dumps({"now": iso_ms(self.store.clock.now_ms())})
         raise _not_found(f"Cannot {method} {path}", path)
+
+    def _move_clock(self, params: Mapping[str, Any]) -> None:
+        """Apply ``{"set": iso, "advance": seconds}`` (both optional) atomically.
+
+        Raises:
+            _Reply: 400 for unknown keys, wrong types, unparsable or out-of-range values;
+                the clock is unchanged.
+        """
+        errors = [f"property {k} should not exist" for k in params if k not in ("set", "advance")]
+        when, seconds = params.get("set"), params.get("advance", 0)
+        if "set" in params and not isinstance(when, str):
+            errors.append("set must be an ISO-8601 timestamp string")
+        if not _is_number(seconds):
+            errors.append("advance must be a finite number of seconds")
+        if errors:
+            raise _bad_request(errors)
+        clock = self.store.clock
+        try:
+            if when is None:
+                clock.advance(seconds)
+            else:
+                clock.set(when, advance=seconds)
+        except TimeRangeError as err:
+            raise _bad_request([f"{'advance' if when is None else 'set'}: {err}"]) from None
+        except ValueError:  # fromisoformat
+            raise _bad_request([f"set must be an ISO-8601 timestamp: {when!r:.80}"]) from None
+
+
+def _is_loopback(address: str) -> bool:
+    """Return whether a bound (numeric) address is a loopback address."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _mutate_errors(params: Mapping[str, Any]) -> list[str]:
+    """Validate a ``POST /_emulator/mutate`` body; return messages (empty when valid)."""
+    allowed = ("update", "create", "delete", "advance", "seed")
+    errors = [f"property {k} should not exist" for k in params if k not in allowed]
+    for key in allowed:
+        value = params.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool):
+            errors.append(f"{key} must be an integer number")
+        elif key != "seed" and not 0 <= value <= MAX_MUTATE:
+            errors.append(f"{key} must be between 0 and {MAX_MUTATE}")
+    return errors
 
 
 def _phrase(status: int) -> str:

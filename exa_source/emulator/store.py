@@ -37,15 +37,20 @@ import orjson
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CLOCK_MAX",
+    "CLOCK_MIN",
     "ENTITY_TYPES",
     "FAILED_REASONS",
     "IMPORT_STATUSES",
     "SEED_ANCHOR",
+    "TIME_MAX",
+    "TIME_MIN",
     "Clock",
     "ImportNotFoundError",
     "ImportStore",
     "InvalidTransitionError",
     "Page",
+    "TimeRangeError",
     "encode_ulid",
     "iso_ms",
     "parse_time",
@@ -67,6 +72,34 @@ SEED_WINDOW_MS = 365 * 86_400_000
 UPLOAD_VALID_MS = 3_600_000  # uploadValidUntil = createdAt + 1 h (docs/exa-api.md §3.5)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+TIME_MIN = datetime(1, 1, 1, tzinfo=timezone.utc)
+"""Earliest timestamp the store writes or accepts (``0001-01-01T00:00:00.000Z``)."""
+
+TIME_MAX = datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=timezone.utc)
+"""Latest timestamp the store writes or accepts (``9999-12-31T23:59:59.999Z``)."""
+
+CLOCK_MIN = _EPOCH
+"""Earliest reading :class:`Clock` may be set or advanced to: ids carry ``createdAt`` as an
+unsigned 48-bit ULID time, so the store cannot create imports before 1970."""
+
+CLOCK_MAX = datetime(9999, 1, 1, tzinfo=timezone.utc)
+"""Latest reading :class:`Clock` may be set or advanced to; the year left before
+:data:`TIME_MAX` is headroom for ``uploadValidUntil`` (+1 h) and stamps after it."""
+
+
+def _dt_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+_TIME_MIN_MS = _dt_ms(TIME_MIN)
+_TIME_MAX_MS = _dt_ms(TIME_MAX)
+_CLOCK_MIN_MS = _dt_ms(CLOCK_MIN)
+_CLOCK_MAX_MS = _dt_ms(CLOCK_MAX)
+_CREATE_MAX_MS = _TIME_MAX_MS - UPLOAD_VALID_MS
+_MAX_ADVANCE_S = (_CLOCK_MAX_MS - _CLOCK_MIN_MS) / 1000
 _B32_STD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _B32_CROCKFORD = b"0123456789abcdefghjkmnpqrstvwxyz"
 _B32_TABLE = bytes.maketrans(_B32_STD, _B32_CROCKFORD)
@@ -105,11 +138,17 @@ def iso_ms(ms: int) -> str:
 
     Returns:
         Text such as ``2025-11-23T17:15:22.175Z``.
+
+    Raises:
+        TimeRangeError: ``ms`` is outside :data:`TIME_MIN`..:data:`TIME_MAX`.
     """
     days, rem = divmod(ms, 86_400_000)
     date = _date_cache.get(days)
     if date is None:
-        date = (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
+        if not _TIME_MIN_MS <= ms <= _TIME_MAX_MS:
+            raise TimeRangeError(f"{ms} ms is outside {_RANGE_TEXT}")
+        day = _EPOCH + timedelta(days=days)
+        date = f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
         _date_cache[days] = date
     hours, rem = divmod(rem, 3_600_000)
     minutes, rem = divmod(rem, 60_000)
@@ -117,23 +156,67 @@ def iso_ms(ms: int) -> str:
     return f"{date}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
 
 
+class TimeRangeError(ValueError):
+    """A timestamp, clock reading or clock move the emulator cannot represent.
+
+    The HTTP front end answers it with 400; the store and clock are left unchanged.
+    """
+
+
+_RANGE_TEXT = "the representable range 0001-01-01T00:00:00.000Z..9999-12-31T23:59:59.999Z"
+
+
 def to_ms(value: datetime | str | int) -> int:
-    """Convert a datetime (naive = UTC), ISO string or epoch-ms int to epoch milliseconds."""
+    """Convert a datetime (naive = UTC), ISO string or epoch-ms int to epoch milliseconds.
+
+    Raises:
+        ValueError: ``value`` is not an ISO-8601 timestamp; :class:`TimeRangeError` when it is
+            outside :data:`TIME_MIN`..:data:`TIME_MAX` or not a datetime, string or int.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str, datetime)):
+        raise TimeRangeError(f"not a timestamp: {value!r}")
     if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        value = parse_time(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return (value - _EPOCH) // timedelta(milliseconds=1)
+        ms = value
+    else:
+        ms = _dt_ms(parse_time(value) if isinstance(value, str) else value)
+    if not _TIME_MIN_MS <= ms <= _TIME_MAX_MS:
+        raise TimeRangeError(f"{value!r} is outside {_RANGE_TEXT}")
+    return ms
 
 
 def parse_time(text: str) -> datetime:
-    """Parse an ISO-8601 timestamp (``Z`` suffix allowed) into an aware UTC datetime."""
+    """Parse an ISO-8601 timestamp (``Z`` suffix allowed) into an aware UTC datetime.
+
+    Raises:
+        ValueError: Not an ISO-8601 timestamp; :class:`TimeRangeError` when its UTC reading
+            falls outside year 1..9999 (e.g. ``0001-01-01T00:00:00+01:00``).
+    """
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise TimeRangeError(f"{text!r} is outside {_RANGE_TEXT}") from None
+
+
+def _check_clock_ms(ms: int, what: object) -> None:
+    if not _CLOCK_MIN_MS <= ms <= _CLOCK_MAX_MS:
+        raise TimeRangeError(
+            f"{what} would put the clock at {ms} ms, outside the clock range "
+            "1970-01-01T00:00:00.000Z..9999-01-01T00:00:00.000Z"
+        )
+
+
+def _advance_ms(seconds: float) -> int:
+    """Validate a clock move in seconds and return it in whole milliseconds."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TimeRangeError(f"clock advance must be a number of seconds, got {seconds!r}")
+    if not abs(seconds) <= _MAX_ADVANCE_S:  # also rejects NaN and infinities
+        raise TimeRangeError(
+            f"clock advance must be finite and within +/-{_MAX_ADVANCE_S:.0f} s, got {seconds!r}"
+        )
+    return round(seconds * 1000)
 
 
 class ImportNotFoundError(KeyError):
@@ -167,9 +250,19 @@ class Clock:
         """Return the current emulated time as an aware UTC datetime."""
         return _EPOCH + timedelta(milliseconds=self.now_ms())
 
-    def set(self, when: datetime | str | int) -> None:
-        """Jump to ``when``; a frozen clock stays frozen there, a running one runs on from it."""
-        target = to_ms(when)
+    def set(self, when: datetime | str | int, advance: float = 0) -> None:
+        """Jump to ``when``; a frozen clock stays frozen there, a running one runs on from it.
+
+        Args:
+            when: The new reading (datetime, ISO-8601 string or epoch ms).
+            advance: Seconds to add to ``when`` in the same step.
+
+        Raises:
+            ValueError: ``when`` is not a timestamp, or (:class:`TimeRangeError`) the
+                reading is outside :data:`CLOCK_MIN`..:data:`CLOCK_MAX`; the clock is unchanged.
+        """
+        target = to_ms(when) + _advance_ms(advance)
+        _check_clock_ms(target, f"set {when!r} + {advance!r} s")
         with self._lock:
             if self._frozen_ms is not None:
                 self._frozen_ms = target
@@ -177,9 +270,20 @@ class Clock:
                 self._offset_ms = target - time.time_ns() // 1_000_000
 
     def advance(self, seconds: float) -> None:
-        """Move the clock forward (or backward, if negative) by ``seconds``."""
-        delta = round(seconds * 1000)
+        """Move the clock forward (or backward, if negative) by ``seconds``.
+
+        Raises:
+            TimeRangeError: ``seconds`` is not a finite number, or the reading would leave
+                :data:`CLOCK_MIN`..:data:`CLOCK_MAX`; the clock is unchanged.
+        """
+        delta = _advance_ms(seconds)
         with self._lock:
+            now = (
+                self._frozen_ms
+                if self._frozen_ms is not None
+                else time.time_ns() // 1_000_000 + self._offset_ms
+            )
+            _check_clock_ms(now + delta, f"advance {seconds!r} s")
             if self._frozen_ms is not None:
                 self._frozen_ms += delta
             else:
@@ -352,9 +456,19 @@ class ImportStore:
         with self._lock:
             return import_id in self._data
 
-    def _stamp(self, floor: int = 0) -> int:
-        """Next store timestamp: clock time, but > every earlier stamp and > ``floor``."""
+    def _stamp(self, floor: int = 0, limit: int = _TIME_MAX_MS) -> int:
+        """Next store timestamp: clock time, but > every earlier stamp and > ``floor``.
+
+        Raises:
+            TimeRangeError: The stamp would pass ``limit`` (an import's ``updatedAt`` was put
+                at the very end of time with :meth:`touch`); nothing is changed.
+        """
         stamp = max(self.clock.now_ms(), self._last_stamp + 1, floor + 1)
+        if stamp > limit:
+            raise TimeRangeError(
+                f"the next timestamp {stamp} ms would pass {iso_ms(limit)}, the latest the "
+                "store can write (an updatedAt was set at the end of the representable range)"
+            )
         self._last_stamp = stamp
         return stamp
 
@@ -493,9 +607,22 @@ class ImportStore:
 
         Returns:
             The new import (``createdAt == updatedAt``, status ``pending``).
+
+        Raises:
+            TimeRangeError: ``at`` (or the next stamp) is before 1970 (the id's ULID time part
+                is unsigned) or leaves no room for ``uploadValidUntil`` (+1 h) before
+                :data:`TIME_MAX`.
         """
         with self._lock:
-            created = to_ms(at) if at is not None else self._stamp()
+            if at is None:
+                created = self._stamp(limit=_CREATE_MAX_MS)
+            else:
+                created = to_ms(at)
+                if not 0 <= created <= _CREATE_MAX_MS:
+                    raise TimeRangeError(
+                        f"createdAt {at!r} must be within 1970-01-01T00:00:00.000Z.."
+                        f"{iso_ms(_CREATE_MAX_MS)} (unsigned ULID time, +1 h upload window)"
+                    )
             id_ = self._new_id(created)
             obj = _import_dict(
                 id_,
@@ -545,8 +672,12 @@ class ImportStore:
     def touch(self, import_id: str, at: datetime | str | int) -> dict[str, Any]:
         """Set ``updatedAt`` to exactly ``at`` (may go backwards; for late-write tests).
 
+        Any instant in :data:`TIME_MIN`..:data:`TIME_MAX` is accepted, so tests can serve
+        odd-but-valid stamps such as ``9999-01-01T00:00:00Z`` or dates before 1970.
+
         Raises:
             ImportNotFoundError: Unknown id.
+            TimeRangeError: ``at`` is outside :data:`TIME_MIN`..:data:`TIME_MAX`.
         """
         with self._lock:
             obj = self._load(import_id)
@@ -639,11 +770,16 @@ class ImportStore:
                 return obj
             info = self._uploads.get(import_id)
             identifier = info.identifier if info else None
-            self.advance(import_id, "processing")
-            rows, reason = _check_csv(body, identifier)
-            if reason is not None:
-                return self.advance(import_id, "failed", failed_reason=reason)
-            return self.advance(import_id, "completed", count=rows)
+            original = self._data[import_id]
+            try:
+                self.advance(import_id, "processing")
+                rows, reason = _check_csv(body, identifier)
+                if reason is not None:
+                    return self.advance(import_id, "failed", failed_reason=reason)
+                return self.advance(import_id, "completed", count=rows)
+            except TimeRangeError:
+                self._data[import_id] = original  # all or nothing
+                raise
 
     # ------------------------------------------------------------------ seeding
 
