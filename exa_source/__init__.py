@@ -15,8 +15,14 @@ Where each thing lives:
 * :mod:`exa_source.settings`: constants; :mod:`exa_source.cli`: the ``exa-source`` command;
 * :mod:`exa_source.emulator`: the offline emulator of the API.
 
-Importing the package changes no global state (loggers, environment, garbage collector).
+Importing the package changes no global state (loggers, environment, garbage collector), and
+imports neither dlt nor pyarrow: :func:`exa_websets_source` is imported from
+:mod:`exa_source.source` on first access (PEP 562), so ``exa-source --help`` stays immediate.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from exa_source.exceptions import (
     ExaAPIError,
@@ -28,7 +34,9 @@ from exa_source.exceptions import (
     ExaError,
     ExaPaginationError,
 )
-from exa_source.source import exa_websets_source
+
+if TYPE_CHECKING:
+    from exa_source.source import exa_websets_source
 
 __version__ = "0.2.0"
 
@@ -44,3 +52,21 @@ __all__ = [
     "__version__",
     "exa_websets_source",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import :func:`exa_websets_source` (and with it dlt) on first access (PEP 562).
+
+    Raises:
+        AttributeError: ``name`` is not an attribute of the package.
+    """
+    if name == "exa_websets_source":
+        from exa_source.source import exa_websets_source
+
+        globals()[name] = exa_websets_source
+        return exa_websets_source
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -7,7 +7,6 @@ import gc
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -22,15 +21,10 @@ if TYPE_CHECKING:
         InvalidNativeValue,
     )
 
-    from exa_source.pipeline import LoadSummary
-
 #: Exit codes: a bad setting (fix the command) vs a failed run (retry later / look at the API).
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 
-DEMO_IMPORTS = 2_000
-DEMO_DUCKDB_FILE = "exa_demo.duckdb"
-DEMO_PIPELINE = "exa_websets_demo"
 REPORT_DAYS = 14
 
 
@@ -90,83 +84,153 @@ def _setup_logging(level: str) -> None:
     package_logger.propagate = False
 
 
-def _add_target_options(parser: argparse.ArgumentParser, duckdb_default: str) -> None:
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show ``(default: ...)`` after each option that has a default and does not say it.
+
+    Options whose default is None (taken from dlt config or the source) or off say their
+    default in their own words.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+#: dlt's default pipelines folder, as ``--help`` names it.
+DLT_PIPELINES_DIR = "dlt's, ~/.dlt/pipelines, or /var/dlt/pipelines for root"
+
+#: Where the key comes from, in the order it is looked up (``exa_source.config``).
+KEY_HELP = (
+    "The Exa API key comes from the environment variable SOURCES__EXA__API_KEY, from"
+    " [sources.exa] api_key in .dlt/secrets.toml (or any other dlt config provider), or from"
+    " EXA_API_KEY, looked up in that order; it is never a flag."
+)
+
+
+def _add_target_options(
+    parser: argparse.ArgumentParser, duckdb_default: str, verb: str, pipelines_default: str
+) -> None:
     parser.add_argument(
         "--destination",
         default="duckdb",
-        help="dlt destination name (default duckdb; e.g. postgres, with credentials from dlt"
+        help="dlt destination name (default: duckdb; e.g. postgres, with credentials from dlt"
         " config such as DESTINATION__POSTGRES__CREDENTIALS)",
     )
     parser.add_argument(
-        "--duckdb-path",
-        default=duckdb_default,
-        help=f"DuckDB file for --destination duckdb (default {duckdb_default})",
+        "--duckdb-path", default=duckdb_default, help="DuckDB file for --destination duckdb"
     )
     parser.add_argument(
-        "--dataset", default=settings.DATASET_NAME, help="dataset (schema) to load into"
+        "--dataset", default=settings.DATASET_NAME, help=f"dataset (schema) to {verb}"
     )
-    parser.add_argument("--pipelines-dir", default=None, help="dlt's local pipeline folder")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser of ``exa-source``."""
-    parser = argparse.ArgumentParser(
-        prog="exa-source", description="Load Exa Websets imports into a warehouse with dlt."
-    )
-    parser.add_argument("--log-level", default="INFO", help="log level of exa_source (stderr)")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    load = commands.add_parser("load", help="load imports (incremental; merge on id)")
-    _add_target_options(load, settings.DEFAULT_DUCKDB_FILE)
-    load.add_argument("--base-url", default=None, help="API root (default https://api.exa.ai)")
-    load.add_argument("--page-size", type=int, default=None, help="imports per request, 1-200")
-    load.add_argument(
-        "--initial-updated-at",
+    parser.add_argument(
+        "--pipelines-dir",
         default=None,
-        help="backfill start: load only imports updated at or after this ISO timestamp",
+        help=f"dlt's local working folder of the pipeline (default: {pipelines_default})",
     )
-    load.add_argument(
+
+
+def _add_load_options(parser: argparse.ArgumentParser, demo: bool = False) -> None:
+    """The options of a load; the demo takes those that make sense against its emulator."""
+    if not demo:
+        parser.add_argument(
+            "--base-url",
+            default=None,
+            help=f"API root; /websets/v0/... is appended (default: {settings.DEFAULT_BASE_URL})",
+        )
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=None,
+        help=f"imports per request, {settings.MIN_PAGE_SIZE}-{settings.MAX_PAGE_SIZE}"
+        f" (default: {settings.DEFAULT_PAGE_SIZE})",
+    )
+    if not demo:
+        parser.add_argument(
+            "--initial-updated-at",
+            default=None,
+            help="backfill start: load only imports updated at or after this ISO timestamp"
+            " (default: none, load all)",
+        )
+    parser.add_argument(
         "--deletions",
         choices=("soft", "hard", "off"),
         default=None,
-        help="imports deleted in Exa: soft (default: stamp _exa_deleted_at, keep the row),"
-        " hard (delete the row) or off",
+        help="imports deleted in Exa: soft (stamp _exa_deleted_at, keep the row), hard (delete"
+        f" the row) or off (default: {settings.DEFAULT_DELETIONS})",
     )
-    load.add_argument(
+    parser.add_argument(
         "--max-pages",
         type=int,
         default=None,
-        help=f"stop a scan that is still paging after this many pages (default"
-        f" {settings.MAX_PAGES:,}; an API paging forever otherwise never ends)",
+        help="fail a scan that is still paging after this many pages; an API paging forever"
+        f" otherwise never ends (default: {settings.MAX_PAGES:,})",
     )
-    load.add_argument(
+    parser.add_argument(
         "--max-seconds",
         type=float,
         default=None,
-        help="stop a scan still paging after this many seconds"
-        f" (default {settings.MAX_SECONDS:,.0f})",
+        help="fail a scan still paging after this many seconds"
+        f" (default: {settings.MAX_SECONDS:,.0f})",
     )
-    load.add_argument(
-        "--full-refresh",
-        action="store_true",
-        help="drop the table and the pipeline state, then load everything again (never needed"
-        " to catch up: every run compares the API with the table)",
-    )
+    if demo:
+        refresh = (
+            "accepted like `exa-source load --full-refresh`; the demo's first load always"
+            " starts from scratch, its emulator being new on every run"
+        )
+    else:
+        refresh = (
+            "drop the table and the pipeline state, then load everything again (never needed"
+            " to catch up: every run compares the API with the table)"
+        )
+    parser.add_argument("--full-refresh", action="store_true", help=refresh)
 
-    report = commands.add_parser(
-        "report", help="print the BI views of an existing load (and optionally a PNG chart)"
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``exa-source``; it imports nothing heavy (no dlt)."""
+    from exa_source import __version__
+    from exa_source.demo import DEMO_DUCKDB_FILE, DEMO_IMPORTS, DEMO_PIPELINES_DIR
+
+    parser = argparse.ArgumentParser(
+        prog="exa-source",
+        description="Copy the list of your Exa Websets imports (the CSV files and lists your"
+        " team imported into Exa to enrich them), with their status, into a warehouse table"
+        " for BI, with dlt. Without an Exa key, try `exa-source demo`.",
+        epilog=KEY_HELP + " Each command has --help.",
+        formatter_class=_HelpFormatter,
     )
-    _add_target_options(report, settings.DEFAULT_DUCKDB_FILE)
+    parser.add_argument("--version", action="version", version=f"exa-source {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        help="log level of exa_source, on stderr (default: WARNING for demo, INFO otherwise)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=summary, description=summary, formatter_class=_HelpFormatter, **kwargs
+        )
+
+    load = command(
+        "load", "load imports from the Exa API (incremental; merge on id)", epilog=KEY_HELP
+    )
+    _add_target_options(load, settings.DEFAULT_DUCKDB_FILE, "load into", DLT_PIPELINES_DIR)
+    _add_load_options(load)
+
+    report = command("report", "print the BI views of an existing load (and optionally a chart)")
+    _add_target_options(report, settings.DEFAULT_DUCKDB_FILE, "read", DLT_PIPELINES_DIR)
     report.add_argument(
         "--days",
         type=int,
         default=REPORT_DAYS,
-        help=f"show the last N days of import_daily (default {REPORT_DAYS}; 0 = all)",
+        help="show the last N days of import_daily (0 = all)",
     )
     report.add_argument("--chart", default=None, metavar="PATH", help="also write a PNG chart")
 
-    dictionary = commands.add_parser(
-        "dictionary", help="print the data dictionary (markdown) generated from the dlt schema"
+    dictionary = command(
+        "dictionary", "print the data dictionary (markdown) generated from the dlt schema"
     )
     dictionary.add_argument(
         "--check",
@@ -175,37 +239,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 if the dictionary block of this file differs from the generated one",
     )
 
-    demo = commands.add_parser(
-        "demo", help="no key needed: load from the bundled emulator and print a report"
+    demo = command(
+        "demo",
+        "no key needed: load sample imports from the bundled emulator, change some, load again,"
+        " and print a report",
     )
-    _add_target_options(demo, DEMO_DUCKDB_FILE)
+    _add_target_options(
+        demo, DEMO_DUCKDB_FILE, "load into", f"{DEMO_PIPELINES_DIR} next to the DuckDB file"
+    )
     demo.add_argument("--imports", type=int, default=DEMO_IMPORTS, help="imports to seed")
+    _add_load_options(demo, demo=True)
 
-    emulator = commands.add_parser(
-        "emulator", help="run the bundled emulator of the Exa Websets API", add_help=False
+    command(
+        "emulator",
+        "run the bundled emulator of the Exa Websets API (options: exa-source emulator --help)",
+        add_help=False,
     )
-    emulator.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
-def _print_summary(summary: LoadSummary) -> None:
-    print(
-        f"Loaded {summary.rows_loaded:,} new or changed imports"
-        f" (read {summary.rows_read:,} in {summary.pages:,} pages, {summary.requests:,} requests,"
-        f" {summary.retried:,} retried) into {summary.destination} dataset {summary.dataset}"
-        f" in {summary.seconds:.1f} s"
-        + (f"; {summary.rows_deleted:,} deleted in Exa" if summary.rows_deleted else "")
-        + (
-            f"; {summary.rows_recovered:,} of the loaded imports came from the package an"
-            " interrupted run left"
-            if summary.rows_recovered
-            else ""
-        )
-    )
+def _scan_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``load`` and ``demo`` share (see :func:`_add_load_options`)."""
+    return {
+        name: getattr(args, name) for name in ("page_size", "deletions", "max_pages", "max_seconds")
+    }
 
 
 def _load(args: argparse.Namespace) -> int:
     from exa_source.pipeline import make_pipeline, run_load
+    from exa_source.warehouse import summary_line
 
     pipeline = make_pipeline(
         args.destination, args.duckdb_path, args.dataset, pipelines_dir=args.pipelines_dir
@@ -213,14 +275,11 @@ def _load(args: argparse.Namespace) -> int:
     summary = run_load(
         pipeline,
         base_url=args.base_url,
-        page_size=args.page_size,
         initial_updated_at=args.initial_updated_at,
-        deletions=args.deletions,
-        max_pages=args.max_pages,
-        max_seconds=args.max_seconds,
         full_refresh=args.full_refresh,
+        **_scan_options(args),
     )
-    _print_summary(summary)
+    print(summary_line(summary))
     return 0
 
 
@@ -283,34 +342,34 @@ def _dictionary(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from exa_source.emulator import Emulator
-    from exa_source.pipeline import make_pipeline, run_load
-    from exa_source.warehouse import render_report
+    from exa_source.demo import run_demo
 
-    key = "demo-key"
-    with Emulator(api_key=key, imports=args.imports).start() as emu:
-        print(f"Emulator of the Exa Websets API on {emu.base_url} with {args.imports:,} imports")
-        pipelines_dir = args.pipelines_dir or tempfile.mkdtemp(prefix="exa_demo_")
-        pipeline = make_pipeline(
-            args.destination,
-            args.duckdb_path,
-            args.dataset,
-            pipeline_name=DEMO_PIPELINE,
-            pipelines_dir=pipelines_dir,
-        )
-        print("1. Full load")
-        _print_summary(run_load(pipeline, api_key=key, base_url=emu.base_url, full_refresh=True))
-        changed = emu.store.mutate(update=25, create=10, advance=15, delete=5, seed=1)
-        print(
-            "2. Meanwhile in Exa: "
-            + ", ".join(f"{len(ids)} imports {what}" for what, ids in changed.items())
-        )
-        print("3. Incremental load: only what changed is loaded, deletions are detected")
-        _print_summary(run_load(pipeline, api_key=key, base_url=emu.base_url))
-        where = Path(args.duckdb_path).resolve() if args.destination == "duckdb" else ""
-        print(f"\nReport from {args.destination} {where}")
-        print(render_report(pipeline))
-    return 0
+    return run_demo(
+        sys.stdout,
+        imports=args.imports,
+        destination=args.destination,
+        duckdb_path=args.duckdb_path,
+        dataset=args.dataset,
+        pipelines_dir=args.pipelines_dir,
+        **_scan_options(args),
+    )
+
+
+def _emulator_argv(argv: Sequence[str]) -> list[str] | None:
+    """The emulator's own arguments when the command is ``emulator``, else None.
+
+    Everything after ``emulator`` goes to the emulator's own parser untouched (an argparse
+    subcommand would reject its options); a ``--log-level`` given before it is passed on.
+    """
+    rest = list(argv)
+    forwarded: list[str] = []
+    while rest and rest[0].startswith("--log-level"):
+        taken = 1 if "=" in rest[0] else 2
+        forwarded += rest[:taken]
+        del rest[:taken]
+    if not rest or rest[0] != "emulator":
+        return None
+    return [*forwarded, *rest[1:]]
 
 
 def _print_error(message: str) -> None:
@@ -458,13 +517,15 @@ def config_error_message(exc: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    if args.command == "emulator":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    emulator_argv = _emulator_argv(argv)
+    if emulator_argv is not None:
         from exa_source.emulator.__main__ import main as emulator_main
 
-        return emulator_main(args.args)
+        return emulator_main(emulator_argv, prog="exa-source emulator")
+    args = build_parser().parse_args(argv)
     _defaults_for_cli()
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level or ("WARNING" if args.command == "demo" else "INFO"))
 
     from exa_source.exceptions import ExaConfigError, ExaError
     from exa_source.pipeline import unwrap

@@ -3,14 +3,22 @@
 End-to-end tests take the ``target`` fixture, which runs them once on a temporary DuckDB file
 and once on a fresh PostgreSQL schema (dropped afterwards). Under CI (``CI=true``) a missing
 PostgreSQL server fails the run; elsewhere the PostgreSQL leg is skipped with a message.
+
+The suite runs on 2 pytest-xdist workers by default (:func:`pytest_configure`); ``-n 0`` or
+``-p no:xdist`` runs it in one process, ``-n N`` on N workers. Tests are safe to run in
+parallel: every test has its own tmp_path, emulator port and PostgreSQL schema, and changes
+environment variables only through ``monkeypatch``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import resource
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +47,118 @@ def postgres_available() -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}".strip()
     return None
+
+
+#: pytest-xdist workers when neither ``-n`` nor ``-p no:xdist`` is given: this machine and CI
+#: have 2 cores, and most end-to-end tests wait on subprocesses, HTTP or a database.
+DEFAULT_WORKERS = 2
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Run on :data:`DEFAULT_WORKERS` xdist workers unless told otherwise, with ``loadgroup``.
+
+    Set here rather than as ``-n 2`` in ``addopts`` so that ``-p no:xdist`` still works (an
+    ``-n`` in addopts would then be an unknown option). ``-n 0``, ``--pdb`` and ``-s`` (output
+    of a test on the terminal) keep the run in one process. ``loadgroup`` keeps the tests of an
+    ``xdist_group`` on one worker (see ``@pytest.mark.xdist_group`` in the test modules).
+    """
+    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
+        return
+    option = config.option
+    if option.numprocesses is None and not option.usepdb and option.capture != "no":
+        option.numprocesses = DEFAULT_WORKERS
+        option.tx = ["popen"] * DEFAULT_WORKERS
+    if option.numprocesses and option.dist in ("no", "load"):
+        option.dist = "loadgroup"
+
+
+def _peak_rss_mb(who: int = resource.RUSAGE_SELF) -> int:
+    return resource.getrusage(who).ru_maxrss // 1024  # KiB on Linux
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On an xdist worker: hand its peak RSS to the controller (printed in the summary)."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["peak_rss_mb"] = _peak_rss_mb()
+        output["peak_child_rss_mb"] = _peak_rss_mb(resource.RUSAGE_CHILDREN)
+
+
+_WORKER_RSS: dict[str, tuple[int, int]] = {}
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown under -p no:xdist
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: collect a finished worker's peak RSS."""
+    output = getattr(node, "workeroutput", None) or {}
+    if "peak_rss_mb" in output:
+        name = getattr(node, "workerinput", {}).get("workerid", "?")
+        _WORKER_RSS[name] = (output["peak_rss_mb"], output["peak_child_rss_mb"])
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the peak RSS of the pytest process(es): a growing number is a leak in a test."""
+    own, child = _peak_rss_mb(), _peak_rss_mb(resource.RUSAGE_CHILDREN)
+    peak = max([own] + [rss for rss, _ in _WORKER_RSS.values()])
+    children = max([child] + [c for _, c in _WORKER_RSS.values()])
+    workers = ", ".join(f"{name} {rss} MB" for name, (rss, _) in sorted(_WORKER_RSS.items()))
+    detail = f"this process {own} MB" + (f", workers: {workers}" if workers else "")
+    terminalreporter.write_line(
+        f"pytest peak RSS: {peak} MB ({detail}; largest child process {children} MB)"
+    )
+
+
+#: Handler classes pytest itself puts on the root logger around each test phase.
+_PYTEST_HANDLERS = ("LogCaptureHandler", "_LiveLoggingNullHandler", "_FileHandler")
+
+
+def _loggers() -> list[logging.Logger]:
+    found = logging.Logger.manager.loggerDict.values()
+    return [logging.getLogger(), *(x for x in found if isinstance(x, logging.Logger))]
+
+
+@contextmanager
+def _logging_restored() -> Iterator[None]:
+    """Take away the logging handlers added inside, and restore levels and ``propagate``."""
+    root = logging.getLogger()
+    before = {id(x): (list(x.handlers), x.level, x.propagate, x.disabled) for x in _loggers()}
+    try:
+        yield
+    finally:
+        for logger in _loggers():
+            handlers, level, propagate, disabled = before.get(id(logger), ([], 0, True, False))
+            for handler in list(logger.handlers):
+                if handler in handlers or type(handler).__name__ in _PYTEST_HANDLERS:
+                    continue
+                logger.removeHandler(handler)
+                handler.close()  # a StreamHandler leaves its stream open
+            if logger is not root:  # pytest's log capture manages the root level
+                logger.setLevel(level)
+                logger.propagate, logger.disabled = propagate, disabled
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[Any]:
+    """Each test leaves logging as it found it (handlers added in fixtures included)."""
+    with _logging_restored():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[Any]:
+    """Undo the test body's logging changes before its fixtures are torn down.
+
+    ``exa_source.cli.main`` (called in-process by the CLI tests) adds a ``StreamHandler``
+    bound to the ``sys.stderr`` of that moment, often the buffer of ``capsys``, closed when
+    ``capsys`` is torn down; dlt's first pipeline in a process does the same for the ``dlt``
+    logger. Left in place, every later record of these loggers (the emulator's teardown, the
+    recovery warnings of test_crash, ...) printed ``--- Logging error --- ValueError: I/O
+    operation on closed file`` and a 40-line stack, once per stale handler: the 55,871-line
+    failure output of test_crash, kept in memory by the reports.
+    """
+    with _logging_restored():
+        return (yield)
 
 
 @pytest.fixture
@@ -85,7 +205,9 @@ class Target:
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+def target(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Target]:
     """A fresh destination: a temporary DuckDB file, or a new PostgreSQL schema."""
     name = f"t_{uuid.uuid4().hex[:10]}"
     if request.param == "postgres":
@@ -96,7 +218,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
             pytest.skip(
                 f"PostgreSQL not reachable ({why}); start it or set EXA_TEST_POSTGRES to a DSN"
             )
-        os.environ["DESTINATION__POSTGRES__CREDENTIALS"] = PG_DSN
+        monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", PG_DSN)
         t = Target("postgres", name, None, str(tmp_path / "pipelines"), name)
         yield t
         import psycopg2

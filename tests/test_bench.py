@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.slow  # ~1 min alone: subprocesses per variant (the global 600 s timeout applies)
 def test_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
@@ -51,7 +51,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert all(m["peak_rss_kb"] > 0 and m["wall_s"] > 0 for ms in raw.values() for m in ms)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_bench_side_by_side_with_a_baseline_revision(tmp_path: Path) -> None:
     """``--baseline REV`` runs the same exa-source rows with that revision's package."""
     out = tmp_path / "out"

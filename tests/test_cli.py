@@ -197,3 +197,137 @@ def test_a_scan_past_its_page_bound_fails_naming_the_bound_and_changes_nothing(
     assert done.returncode == 0
     assert "Loaded 3 new or changed imports" in done.stdout
     assert "2 deleted in Exa" in done.stdout
+
+
+#: What the ``--help`` / ``--version`` path must never import: dlt and its heavy dependencies.
+HEAVY = ("dlt", "pyarrow", "duckdb", "pandas", "exa_source.source", "exa_source.pipeline")
+
+_PROBE = """
+import sys
+from exa_source import cli
+try:
+    cli.main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = [m for m in {heavy!r} if m in sys.modules]
+print("HEAVY:", ",".join(heavy), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["--version"],
+        ["load", "--help"],
+        ["report", "--help"],
+        ["dictionary", "--help"],
+        ["demo", "--help"],
+        ["emulator", "--help"],
+    ],
+    ids=lambda a: "-".join(a),
+)
+def test_help_and_version_import_no_dlt(tmp_path: Path, args: list[str]) -> None:
+    """``--help`` took 1-7 s: ``import exa_source`` imported dlt, pyarrow and duckdb."""
+    probe = _PROBE.format(heavy=HEAVY)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY: \n" in done.stderr, done.stderr
+    assert done.stdout.strip()
+    # the console script itself, as a user runs it, with Python's own import log
+    timed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "exa_source", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert timed.returncode == 0, timed.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in timed.stderr.splitlines()}
+    assert not [m for m in HEAVY if m in imported]
+
+
+def test_package_imports_dlt_only_when_the_source_is_asked_for() -> None:
+    probe = (
+        "import sys, exa_source; assert 'dlt' not in sys.modules;"
+        " from exa_source import ExaError, ExaConfigError, __version__;"
+        " assert 'dlt' not in sys.modules;"
+        " from exa_source import exa_websets_source;"
+        " from exa_source.source import exa_websets_source as real;"
+        " assert exa_websets_source is real and 'dlt' in sys.modules;"
+        " assert set(exa_source.__all__) <= set(dir(exa_source)); print(__version__)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0.2.0"
+
+
+def test_version(tmp_path: Path) -> None:
+    done = run(["--version"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "exa-source 0.2.0"
+
+
+def _help(tmp_path: Path, *args: str) -> str:
+    done = run([*args, "--help"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    return " ".join(done.stdout.split())  # argparse wraps lines: compare words
+
+
+def test_help_shows_defaults_and_where_the_key_comes_from(tmp_path: Path) -> None:
+    load = _help(tmp_path, "load")
+    for shown in (
+        "imports per request, 1-200 (default: 200)",
+        "(default: exa_websets)",
+        "(default: exa.duckdb)",
+        "(default: duckdb;",
+        "(default: soft)",
+        "(default: https://api.exa.ai)",
+        "SOURCES__EXA__API_KEY",
+        "[sources.exa] api_key in .dlt/secrets.toml",
+        "EXA_API_KEY",
+    ):
+        assert shown in load, shown
+    top = _help(tmp_path)
+    assert "SOURCES__EXA__API_KEY" in top
+    assert "EXA_API_KEY" in top
+    assert "(default: WARNING" in top
+    report = _help(tmp_path, "report")
+    assert "dataset (schema) to read (default: exa_websets)" in report
+    assert "to load into" not in report
+    assert "(default: 14)" in report
+    demo = _help(tmp_path, "demo")
+    assert "imports to seed (default: 2000)" in demo
+    assert "(default: exa_demo.duckdb)" in demo
+    assert "--full-refresh" in demo
+
+
+def test_emulator_takes_the_emulators_own_flags(tmp_path: Path) -> None:
+    """``exa-source emulator --help`` and ``--port 0`` failed with "unrecognized arguments"."""
+    shown = run(["emulator", "--help"], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: exa-source emulator")
+    for flag in ("--port", "--api-key", "--imports", "--no-quirk", "--idle-timeout"):
+        assert flag in shown.stdout
+    bad = run(["emulator", "--no-such-flag"], tmp_path)
+    assert bad.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in bad.stderr
+    served = subprocess.Popen(
+        [str(BIN / "exa-source"), "emulator", "--port", "0", "--imports", "3", "--api-key", "k"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert served.stdout is not None
+        url = served.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0"), url
+        import requests
+
+        page = requests.get(f"{url}/websets/v0/imports", headers={"x-api-key": "k"}, timeout=10)
+        assert len(page.json()["data"]) == 3
+    finally:
+        served.terminate()
+        assert served.wait(timeout=30) == 0

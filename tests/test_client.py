@@ -89,10 +89,29 @@ def test_retryable_statuses_stay_http_errors(status: int) -> None:
     assert info.value.response is not None
 
 
-def test_good_body_is_decoded_once_and_malformed_is_retryable() -> None:
+def test_good_body_is_decoded_once_and_malformed_is_retryable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     resp = envelope("abc")
+    decoded: list[bytes] = []
+    real_loads = orjson.loads
+
+    def loads(data: Any) -> Any:
+        decoded.append(data)
+        return real_loads(data)
+
+    monkeypatch.setattr(orjson, "loads", loads)
     raise_for_exa_status(resp)
-    assert decoded_body(resp) is decoded_body(resp)
+    assert decoded == [resp.content]  # the hook decoded the body...
+    body = decoded_body(resp)
+    assert body == {"data": [], "hasMore": True, "nextCursor": "abc"}
+    assert decoded_body(resp) is body
+    assert len(decoded) == 1  # ...and nothing decodes it again
+    # without the hook (or its cached body) the body is decoded on demand, once
+    bare = envelope("xyz")
+    assert decoded_body(bare)["nextCursor"] == "xyz" and decoded_body(bare) is decoded_body(bare)
+    assert len(decoded) == 2
+    monkeypatch.undo()
     with pytest.raises(MalformedResponseError):
         raise_for_exa_status(response(200, b'{"data": [{"id": "imp'))
 

@@ -543,12 +543,12 @@ def test_fault_html(emu: Emulator, http: requests.Session) -> None:
 
 
 def test_fault_slow(emu: Emulator, http: requests.Session) -> None:
-    emu.inject("slow", delay=0.3)
+    fault = emu.inject("slow", delay=0.3)
     with pytest.raises(requests.exceptions.Timeout):
         http.get(emu.base_url + LIST, timeout=0.1)
-    t = time.monotonic()
     assert http.get(emu.base_url + LIST).status_code == 200
-    assert time.monotonic() - t < 0.3
+    # the fault slowed the first request only
+    assert fault.hits == 1 and not emu.faults.pending()
 
 
 def test_fault_reset(emu: Emulator, http: requests.Session) -> None:
@@ -908,7 +908,8 @@ def test_store_rejects_unrepresentable_times() -> None:
     for when in (10**20, -1, "1969-12-31T23:59:59Z", "9999-12-31T00:00:00Z"):
         with pytest.raises(ValueError):
             clock.set(when)
-    assert abs(clock.now_ms() - time.time() * 1000) < 5000  # unchanged
+    before = time.time_ns() // 1_000_000
+    assert before <= clock.now_ms() <= time.time_ns() // 1_000_000  # unchanged: still real time
     assert store.create({"type": "company"})["status"] == "pending"
 
 

@@ -261,13 +261,13 @@ def _engine_pipeline(destination: str, tmp: Path, dataset: str) -> Any:
 
 
 @pytest.fixture
-def postgres_dataset() -> Iterator[str]:
+def postgres_dataset(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     why = postgres_available()
     if why:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"PostgreSQL is required under CI and is not reachable: {why}")
         pytest.skip(f"PostgreSQL not reachable ({why}); start it or set EXA_TEST_POSTGRES")
-    os.environ["DESTINATION__POSTGRES__CREDENTIALS"] = PG_DSN
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", PG_DSN)
     name = f"x_{uuid.uuid4().hex[:10]}"
     yield name
     import psycopg2

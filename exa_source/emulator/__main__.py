@@ -4,6 +4,7 @@
 [--no-quirk] [--idle-timeout SECONDS]`` prints exactly one line, the base URL (with the real
 port when ``--port 0``), logs to stderr, serves until SIGINT/SIGTERM and exits 0. A
 non-loopback ``--host`` logs a warning: the emulator has no real authentication.
+``exa-source emulator`` runs the same :func:`main` (same flags, same behaviour).
 """
 
 from __future__ import annotations
@@ -30,17 +31,19 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, serve until SIGINT/SIGTERM, return the exit status."""
+def build_parser(prog: str = "python -m exa_source.emulator") -> argparse.ArgumentParser:
+    """Return the emulator's argument parser; ``prog`` is the command shown in its usage."""
     parser = argparse.ArgumentParser(
-        prog="python -m exa_source.emulator",
-        description="Emulator of the Exa Websets Imports API",
+        prog=prog,
+        description="Emulator of the Exa Websets Imports API: prints its base URL on stdout,"
+        " logs to stderr, serves until SIGINT/SIGTERM.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--api-key", default="test-key")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one")
+    parser.add_argument("--api-key", default="test-key", help="the key clients must send")
     parser.add_argument("--imports", type=int, default=0, help="imports to seed")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample imports")
     parser.add_argument(
         "--no-quirk",
         action="store_true",
@@ -56,8 +59,21 @@ def main(argv: list[str] | None = None) -> int:
         help="close connections silent this long, or whose request takes longer to arrive "
         "(default %(default)s)",
     )
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+    parser.add_argument("--log-level", default="INFO", help="log level (stderr)")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m exa_source.emulator") -> int:
+    """Parse arguments, serve until SIGINT/SIGTERM, return the exit status.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        prog: the command shown in usage and errors (``exa-source emulator`` from the CLI).
+
+    Returns:
+        0 once stopped by SIGINT or SIGTERM.
+    """
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),

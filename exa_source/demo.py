@@ -1,0 +1,221 @@
+"""The demo behind ``exa-source demo`` (and ``python3 dev.py run`` when no Exa key is set).
+
+It needs no key and no network: it starts the bundled emulator with sample imports, loads them
+into a DuckDB file, changes some of them "in Exa", loads again and prints a report, then says
+where everything is and which commands show more. Its pipeline state lives in a stable folder
+next to the DuckDB file (:data:`DEMO_PIPELINES_DIR`), never in the system temp folder.
+
+Importing this module is cheap (no dlt): the CLI reads its defaults to build ``--help``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from exa_source import settings
+
+DEMO_IMPORTS = 2_000
+DEMO_DUCKDB_FILE = "exa_demo.duckdb"
+DEMO_PIPELINE = "exa_websets_demo"
+#: dlt's working folder of the demo pipeline, next to the DuckDB file (git-ignored).
+DEMO_PIPELINES_DIR = ".exa_demo_pipelines"
+DEMO_KEY = "demo-key"
+#: What the demo changes "in Exa" between its two loads (``ImportStore.mutate``).
+DEMO_MUTATION: Mapping[str, int] = {"update": 25, "create": 10, "advance": 15, "delete": 5}
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a mutation changed, counted as the next load sees it: distinct imports.
+
+    Attributes:
+        changed: distinct imports that differ now and still exist (what the next load writes).
+        updated: imports whose title and metadata were edited (and still exist).
+        advanced: imports moved one lifecycle step (and still exist).
+        both: imports both edited and advanced, counted once in ``changed``.
+        created: new imports (and still exist).
+        deleted: imports that existed before and were deleted (a created-then-deleted one
+            never existed for the warehouse, so it is not counted).
+    """
+
+    changed: int
+    updated: int
+    advanced: int
+    both: int
+    created: int
+    deleted: int
+
+    @classmethod
+    def of(cls, mutated: Mapping[str, Sequence[str]]) -> Changes:
+        """Count ``ImportStore.mutate``'s result (ids per kind of change) by distinct import."""
+        updated, advanced, created, deleted = (
+            set(mutated.get(kind, ())) for kind in ("updated", "advanced", "created", "deleted")
+        )
+        updated, advanced = updated - deleted, advanced - deleted
+        return cls(
+            changed=len((updated | advanced | created) - deleted),
+            updated=len(updated),
+            advanced=len(advanced),
+            both=len(updated & advanced),
+            created=len(created - deleted),
+            deleted=len(deleted - created),
+        )
+
+    def sentence(self) -> str:
+        """Say what changed, e.g. ``49 imports changed (25 edited, ...) and 5 deleted``."""
+        detail = (
+            f"{self.updated:,} edited, {self.advanced:,} moved one lifecycle step,"
+            f" {self.created:,} new"
+        )
+        if self.both:
+            detail += f"; {self.both:,} both edited and moved, counted once"
+        return f"{self.changed:,} imports changed ({detail}) and {self.deleted:,} deleted"
+
+
+def demo_pipelines_dir(destination: str, duckdb_path: str) -> Path:
+    """The demo's default pipelines folder: next to its DuckDB file, else in the working dir."""
+    base = Path(duckdb_path).expanduser().parent if destination == "duckdb" else Path()
+    return (base / DEMO_PIPELINES_DIR).resolve()
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as the user should type it here: relative when inside the working directory."""
+    absolute = Path(path).expanduser().resolve()
+    try:
+        return shlex.quote(str(absolute.relative_to(Path.cwd().resolve())))
+    except ValueError:
+        return shlex.quote(str(absolute))
+
+
+def console_script(name: str) -> str:
+    """How to call a console script of this environment (``exa-source``, ``dlt``) from here.
+
+    Its bare name when the ``PATH`` finds this environment's copy (an activated venv), else
+    its path (``.venv/bin/exa-source`` after ``python3 dev.py run``), so that a printed command
+    works when copy-pasted.
+    """
+    script = Path(sys.executable).parent / name
+    if not script.exists():
+        return name
+    found = shutil.which(name)
+    if found and os.path.samefile(found, script):
+        return name
+    return shown_path(script)
+
+
+def look_further(
+    destination: str, duckdb_path: str, dataset: str, pipelines_dir: Path
+) -> list[str]:
+    """The commands that show the demo's load: its report and dlt's view of its pipeline."""
+    report = [console_script("exa-source"), "report"]
+    if destination == "duckdb":
+        report += ["--duckdb-path", shown_path(duckdb_path)]
+    else:
+        report += ["--destination", shlex.quote(destination)]
+    if dataset != settings.DATASET_NAME:
+        report += ["--dataset", shlex.quote(dataset)]
+    dlt_cli = [console_script("dlt"), "pipeline", "--pipelines-dir", shown_path(pipelines_dir)]
+    return [" ".join(report), " ".join([*dlt_cli, DEMO_PIPELINE, "info"])]
+
+
+def run_demo(
+    out: TextIO,
+    *,
+    imports: int = DEMO_IMPORTS,
+    destination: str = "duckdb",
+    duckdb_path: str = DEMO_DUCKDB_FILE,
+    dataset: str = settings.DATASET_NAME,
+    pipelines_dir: str | None = None,
+    page_size: int | None = None,
+    deletions: str | None = None,
+    max_pages: int | None = None,
+    max_seconds: float | None = None,
+) -> int:
+    """Run the demo and write what it does to ``out`` as plain sentences.
+
+    The first load always starts from scratch (``full_refresh``): the emulator is new on every
+    run, so what an earlier demo left in the table is not compared with it.
+
+    Args:
+        out: where the user-facing text goes (the CLI passes stdout).
+        imports: sample imports the emulator is seeded with.
+        destination: dlt destination name.
+        duckdb_path: the DuckDB file, for ``destination="duckdb"``.
+        dataset: dataset (schema) to load into.
+        pipelines_dir: dlt's working folder; default :func:`demo_pipelines_dir`.
+        page_size: imports per request (default: the source's).
+        deletions: ``soft``, ``hard`` or ``off`` (default: the source's).
+        max_pages: bound of a scan in pages (default: the source's).
+        max_seconds: bound of a scan in seconds (default: the source's).
+
+    Returns:
+        0: every failure raises (the CLI turns it into a message and an exit code).
+    """
+    from exa_source.emulator import Emulator
+    from exa_source.pipeline import make_pipeline, run_load
+    from exa_source.warehouse import render_report, summary_line
+
+    def say(text: str = "") -> None:
+        out.write(text + "\n")
+        out.flush()
+
+    folder = Path(pipelines_dir) if pipelines_dir else demo_pipelines_dir(destination, duckdb_path)
+    with Emulator(api_key=DEMO_KEY, imports=imports).start() as emu:
+        say(
+            "Demo of exa-source, with no Exa key: the bundled emulator of the Exa Websets API"
+            f" serves {imports:,} sample imports on {emu.base_url}."
+        )
+        pipeline = make_pipeline(
+            destination,
+            duckdb_path,
+            dataset,
+            pipeline_name=DEMO_PIPELINE,
+            pipelines_dir=str(folder),
+        )
+
+        def load(full_refresh: bool = False) -> str:
+            done = run_load(
+                pipeline,
+                api_key=DEMO_KEY,
+                base_url=emu.base_url,
+                page_size=page_size,
+                deletions=deletions,
+                max_pages=max_pages,
+                max_seconds=max_seconds,
+                full_refresh=full_refresh,
+            )
+            return summary_line(done)
+
+        say(f"1. Full load: every import is read and written to the table {settings.IMPORTS_TABLE}")
+        say(f"   {load(full_refresh=True)}")
+        changes = Changes.of(emu.store.mutate(**DEMO_MUTATION, seed=1))
+        say(f"2. Meanwhile in Exa: {changes.sentence()}")
+        say(
+            "3. Incremental load: every import is read again; only what changed is written,"
+            " and the deletions are marked"
+        )
+        say(f"   {load()}")
+    where = f" {Path(duckdb_path).resolve()}" if destination == "duckdb" else ""
+    say(f"\nLive imports by status and entity type, in {destination}{where} dataset {dataset}")
+    say(render_report(pipeline))
+    say(
+        f"\nThe dlt pipeline is {DEMO_PIPELINE}; its pipelines folder (dlt's local state) is"
+        f" {shown_path(folder)}"
+        + (
+            f", next to the DuckDB file {shown_path(duckdb_path)}"
+            if destination == "duckdb"
+            else ""
+        )
+        + ". Run the demo again at will: it starts from scratch each time."
+    )
+    say("Look further:")
+    for command in look_further(destination, duckdb_path, dataset, folder):
+        say(f"  {command}")
+    return 0
