@@ -73,8 +73,8 @@ def pytest_configure(config: pytest.Config) -> None:
         option.dist = "loadgroup"
 
 
-def _peak_rss_mb(who: int = resource.RUSAGE_SELF) -> int:
-    return resource.getrusage(who).ru_maxrss // 1024  # KiB on Linux
+def _peak_rss_mb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -82,10 +82,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     output = getattr(session.config, "workeroutput", None)
     if output is not None:
         output["peak_rss_mb"] = _peak_rss_mb()
-        output["peak_child_rss_mb"] = _peak_rss_mb(resource.RUSAGE_CHILDREN)
 
 
-_WORKER_RSS: dict[str, tuple[int, int]] = {}
+_WORKER_RSS: dict[str, int] = {}
 
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown under -p no:xdist
@@ -94,19 +93,20 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     output = getattr(node, "workeroutput", None) or {}
     if "peak_rss_mb" in output:
         name = getattr(node, "workerinput", {}).get("workerid", "?")
-        _WORKER_RSS[name] = (output["peak_rss_mb"], output["peak_child_rss_mb"])
+        _WORKER_RSS[name] = output["peak_rss_mb"]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the peak RSS of the pytest process(es): a growing number is a leak in a test."""
-    own, child = _peak_rss_mb(), _peak_rss_mb(resource.RUSAGE_CHILDREN)
-    peak = max([own] + [rss for rss, _ in _WORKER_RSS.values()])
-    children = max([child] + [c for _, c in _WORKER_RSS.values()])
-    workers = ", ".join(f"{name} {rss} MB" for name, (rss, _) in sorted(_WORKER_RSS.items()))
+    """Print the peak RSS of the pytest process(es): a growing number is a leak in a test.
+
+    Child processes (the CLI, Airflow, emulators) are not counted: Linux reports a forked
+    child's RSS before its ``exec`` as its own, so their peak would only repeat the parent's.
+    """
+    own = _peak_rss_mb()
+    peak = max([own, *_WORKER_RSS.values()])
+    workers = ", ".join(f"{name} {rss} MB" for name, rss in sorted(_WORKER_RSS.items()))
     detail = f"this process {own} MB" + (f", workers: {workers}" if workers else "")
-    terminalreporter.write_line(
-        f"pytest peak RSS: {peak} MB ({detail}; largest child process {children} MB)"
-    )
+    terminalreporter.write_line(f"pytest peak RSS: {peak} MB ({detail})")
 
 
 #: Handler classes pytest itself puts on the root logger around each test phase.
