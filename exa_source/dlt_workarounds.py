@@ -78,6 +78,22 @@ def recover_interrupted_run(pipeline: dlt.Pipeline) -> bool:
 _PERMANENT_SQLSTATE_CLASSES = frozenset(("22", "23", "42"))
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, also when dlt wrapped it.
+
+    The ``DatabaseTerminalException`` of a follow-up job carries the psycopg2 error as its cause.
+    """
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        code = getattr(seen, "pgcode", None)
+        if isinstance(code, str):
+            return code
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def permanent_load_failure(exc: BaseException) -> tuple[str, str] | None:
     """The table and one-line reason when a failed load step can never succeed, else None.
 
@@ -85,24 +101,31 @@ def permanent_load_failure(exc: BaseException) -> tuple[str, str] | None:
     COPY that PostgreSQL rejects for its data (SQLSTATE class 22, 23 or 42) raises a raw
     psycopg2 error inside the job, so dlt keeps the package pending, and every later
     ``pipeline.run`` loads that package first, fails the same way, and never extracts again.
-    A job dlt itself failed terminally (``LoadClientJobFailed``) counts as permanent too.
+    A job dlt itself failed terminally (``LoadClientJobFailed``) counts as permanent too. A
+    follow-up job (the merge SQL, e.g. a ``CHECK`` constraint a DBA added to the table) that
+    fails raises ``LoadClientJobTerminalRetry``, which also leaves the package pending: it is
+    judged by its SQLSTATE like a retried job.
 
     Returns:
         ``(table, reason)``: the job's table and the database's first message line.
     """
-    from dlt.load.exceptions import LoadClientJobFailed, LoadClientJobRetry
+    from dlt.load.exceptions import (
+        LoadClientJobFailed,
+        LoadClientJobRetry,
+        LoadClientJobTerminalRetry,
+    )
 
-    job: LoadClientJobFailed | LoadClientJobRetry | None = None
+    job: LoadClientJobFailed | LoadClientJobRetry | LoadClientJobTerminalRetry | None = None
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, LoadClientJobFailed | LoadClientJobRetry):
+        if isinstance(seen, LoadClientJobFailed | LoadClientJobRetry | LoadClientJobTerminalRetry):
             job = seen
             break
         seen = seen.__cause__ or seen.__context__
     if job is None:
         return None
     cause: BaseException = job.client_exception
-    code = getattr(cause, "pgcode", None)
+    code = _sqlstate(cause)
     permanent = isinstance(job, LoadClientJobFailed) or (
         isinstance(code, str) and code[:2] in _PERMANENT_SQLSTATE_CLASSES
     )

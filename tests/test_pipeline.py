@@ -100,6 +100,37 @@ def test_a_load_no_retry_can_fix_is_aborted_with_one_line_and_loses_nothing(
     assert next(r for r in target.rows() if r["id"] == victim)["title"] == "a\ufffdb"
 
 
+def test_a_merge_the_database_refuses_is_aborted_and_the_next_runs_read_the_api(
+    target: Target, emulator: Emulator
+) -> None:
+    """A CHECK constraint a DBA added fails dlt's merge step (``LoadClientJobTerminalRetry``),
+    which kept the package pending for every later run, even after Exa fixed the value."""
+    if target.destination != "postgres":
+        pytest.skip("a CHECK constraint on the loaded table: PostgreSQL")
+    target.load(emulator)
+    with target.pipeline().sql_client() as client:
+        table = client.make_qualified_table_name("imports")
+        client.execute_sql(f'alter table {table} add constraint count_ok check ("count" >= 0)')
+    before = fingerprint(target)
+    victim = emulator.store.ids()[5]
+    poke(emulator, victim, count=-5, updatedAt="2026-01-01T00:00:00.000Z")
+    for _ in range(2):  # every run reads the API again and fails the same way, in one line
+        emulator.reset_stats()
+        pipeline = target.pipeline()
+        with pytest.raises(ExaError) as failed:
+            target.load(emulator, pipeline=pipeline)
+        message = str(failed.value)
+        assert "\n" not in message and "count_ok" in message, message
+        assert "loading table imports failed" in message
+        assert emulator.stats.requests[("GET", "/websets/v0/imports")] > 0
+        assert not pipeline.has_pending_data
+        assert fingerprint(target) == before
+
+    poke(emulator, victim, count=5, updatedAt="2026-01-02T00:00:00.000Z")  # Exa fixed it
+    assert target.load(emulator).rows_loaded == 1
+    assert_equals_emulator(target, emulator)
+
+
 def test_the_summary_counts_what_a_recovered_package_loaded(
     target: Target, emulator: Emulator
 ) -> None:
