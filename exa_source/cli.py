@@ -75,6 +75,23 @@ class _VisibleFormatter(logging.Formatter):
         return _visible_lines(super().formatStack(stack_info))
 
 
+class _OneLineDltErrors(logging.Filter):
+    """Keep dlt's warnings and errors to their first line (the CLI's, below DEBUG).
+
+    When a load job fails, dlt logs the whole traceback twice (``Terminal exception in job``
+    with ``exc_info``, then ``Job ... failed terminally ... with message Traceback ...``):
+    ~6 kB on stderr above the CLI's own one-line error, which already names the table and
+    the database's reason. ``--log-level DEBUG`` keeps dlt's records whole.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING and (record.exc_info or "\n" in str(record.msg)):
+            first = record.getMessage().split("\n", 1)[0].rstrip()
+            record.msg, record.args = f"{first} (--log-level DEBUG shows dlt's traceback)", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_VisibleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -82,6 +99,9 @@ def _setup_logging(level: str) -> None:
     package_logger.addHandler(handler)
     package_logger.setLevel(level.upper())
     package_logger.propagate = False
+    if level.upper() != "DEBUG":
+        # dlt's own logger (named "dlt"; dlt adds its handler when a pipeline first logs)
+        logging.getLogger("dlt").addFilter(_OneLineDltErrors())
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -331,3 +331,43 @@ def test_emulator_takes_the_emulators_own_flags(tmp_path: Path) -> None:
     finally:
         served.terminate()
         assert served.wait(timeout=30) == 0
+
+
+def test_dlt_errors_are_one_line_below_debug() -> None:
+    """dlt logs a failed job's traceback twice; the CLI keeps each record to its first line."""
+    import logging
+
+    from exa_source.cli import _OneLineDltErrors
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        exc_info = sys.exc_info()
+    keep = _OneLineDltErrors()
+    failed = logging.LogRecord(
+        "dlt",
+        logging.ERROR,
+        "load.py",
+        1,
+        "Terminal exception in job %s",
+        ("imports.1.sql",),
+        exc_info,
+    )
+    embedded = logging.LogRecord(
+        "dlt",
+        logging.ERROR,
+        "load.py",
+        2,
+        "Job failed with message Traceback (most recent call last):\n  File x\nValueError: boom",
+        None,
+        None,
+    )
+    info = logging.LogRecord("dlt", logging.INFO, "load.py", 3, "line one\nline two", None, None)
+    for record in (failed, embedded, info):
+        assert keep.filter(record)
+    formatter = logging.Formatter()
+    assert formatter.format(failed) == (
+        "Terminal exception in job imports.1.sql (--log-level DEBUG shows dlt's traceback)"
+    )
+    assert "\n" not in formatter.format(embedded) and "File x" not in formatter.format(embedded)
+    assert formatter.format(info) == "line one\nline two"  # below WARNING: untouched
