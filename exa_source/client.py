@@ -587,10 +587,10 @@ class ExaRESTClient(RESTClient):
         if data and set(map(type, data)) != _OBJECT_TYPES:
             bad = [(i, _JSON_TYPES.get(type(item), "?")) for i, item in enumerate(data)]
             bad = [(i, kind) for i, kind in bad if kind != "object"]
-            listed = ", ".join(f"{i}: {kind}" for i, kind in bad[:5])
+            listed = ", ".join(f"item {i} is {kind}" for i, kind in bad[:5])
             raise ExaPaginationError(
                 f"Exa list reply on {_page(response)} has {len(bad)} item(s) in data that are"
-                f" not objects (index: type {listed}{', ...' if len(bad) > 5 else ''});"
+                f" not objects ({listed}{', ...' if len(bad) > 5 else ''});"
                 " expected import objects"
             )
         self.stats.pages += 1

@@ -543,8 +543,16 @@ def test_a_truncated_body_is_still_retried(
     [
         (5, None, r"nextCursor that is not a string \(5\)"),
         ({"after": "x"}, None, r"nextCursor that is not a string \(\{'after': 'x'\}\)"),
-        ("c2", [{"id": "import_1"}, None], r"1 item\(s\) in data that are not objects.*1: null"),
-        ("c2", ["import_1", 7], r"2 item\(s\) in data that are not objects.*0: string"),
+        (
+            "c2",
+            [{"id": "import_1"}, None],
+            r"1 item\(s\) in data that are not objects.*item 1 is null",
+        ),
+        (
+            "c2",
+            ["import_1", 7],
+            r"2 item\(s\) in data that are not objects.*item 0 is string, item 1 is number",
+        ),
     ],
     ids=["number cursor", "object cursor", "null item", "string item"],
 )
