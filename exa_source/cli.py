@@ -101,7 +101,9 @@ def _setup_logging(level: str) -> None:
     package_logger.propagate = False
     if level.upper() != "DEBUG":
         # dlt's own logger (named "dlt"; dlt adds its handler when a pipeline first logs)
-        logging.getLogger("dlt").addFilter(_OneLineDltErrors())
+        dlt_logger = logging.getLogger("dlt")
+        if not any(isinstance(f, _OneLineDltErrors) for f in dlt_logger.filters):
+            dlt_logger.addFilter(_OneLineDltErrors())
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

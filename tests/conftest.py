@@ -122,12 +122,18 @@ def _loggers() -> list[logging.Logger]:
 def _logging_restored() -> Iterator[None]:
     """Take away the logging handlers added inside, and restore levels and ``propagate``."""
     root = logging.getLogger()
-    before = {id(x): (list(x.handlers), x.level, x.propagate, x.disabled) for x in _loggers()}
+    before = {
+        id(x): (list(x.handlers), x.level, x.propagate, x.disabled, list(x.filters))
+        for x in _loggers()
+    }
     try:
         yield
     finally:
         for logger in _loggers():
-            handlers, level, propagate, disabled = before.get(id(logger), ([], 0, True, False))
+            handlers, level, propagate, disabled, filters = before.get(
+                id(logger), ([], 0, True, False, [])
+            )
+            logger.filters[:] = filters  # e.g. the CLI's filter on dlt's logger
             for handler in list(logger.handlers):
                 if handler in handlers or type(handler).__name__ in _PYTEST_HANDLERS:
                     continue

@@ -611,8 +611,8 @@ def test_control_endpoints(emu: Emulator, http: requests.Session) -> None:
 def test_mutate_is_deterministic() -> None:
     a, b = ImportStore(seed=0, imports=500), ImportStore(seed=0, imports=500)
     for s in (a, b):
+        s.clock.freeze()  # then set: set-then-freeze let a millisecond pass in between
         s.clock.set("2026-11-01T00:00:00Z")
-        s.clock.freeze()
     ra = a.mutate(update=5, delete=5, advance=3, seed=2)
     rb = b.mutate(update=5, delete=5, advance=3, seed=2)
     assert ra == rb and a.snapshot_json() == b.snapshot_json()
