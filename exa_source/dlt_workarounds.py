@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import dlt
@@ -78,20 +79,23 @@ def recover_interrupted_run(pipeline: dlt.Pipeline) -> bool:
 _PERMANENT_SQLSTATE_CLASSES = frozenset(("22", "23", "42"))
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from (``__cause__``, else ``__context__``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def _sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE of a database error, also when dlt wrapped it.
 
     The ``DatabaseTerminalException`` of a follow-up job carries the psycopg2 error as its cause.
     """
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            break
-        code = getattr(seen, "pgcode", None)
-        if isinstance(code, str):
-            return code
-        seen = seen.__cause__ or seen.__context__
-    return None
+    codes = (getattr(e, "pgcode", None) for e in _causes(exc))
+    return next((code for code in codes if isinstance(code, str)), None)
 
 
 def permanent_load_failure(exc: BaseException) -> tuple[str, str] | None:
@@ -115,13 +119,8 @@ def permanent_load_failure(exc: BaseException) -> tuple[str, str] | None:
         LoadClientJobTerminalRetry,
     )
 
-    job: LoadClientJobFailed | LoadClientJobRetry | LoadClientJobTerminalRetry | None = None
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, LoadClientJobFailed | LoadClientJobRetry | LoadClientJobTerminalRetry):
-            job = seen
-            break
-        seen = seen.__cause__ or seen.__context__
+    jobs = LoadClientJobFailed | LoadClientJobRetry | LoadClientJobTerminalRetry
+    job = next((e for e in _causes(exc) if isinstance(e, jobs)), None)
     if job is None:
         return None
     cause: BaseException = job.client_exception

@@ -38,6 +38,17 @@ KEY = "test-key-0123456789abcdef"
 PG_DSN = os.environ.get("EXA_TEST_POSTGRES", "postgresql://postgres:unused@127.0.0.1:5432/test")
 
 
+def keyless_env() -> dict[str, str]:
+    """This process's environment without any Exa key or ``[sources.exa]`` setting."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "EXA_"))}
+
+
+def printed_commands(out: str) -> list[str]:
+    """The commands the demo prints under "Look further"."""
+    tail = out.split("Look further", 1)[1].splitlines()[1:]
+    return [line.strip() for line in tail if line.startswith("  ")]
+
+
 def postgres_available() -> str | None:
     """Return None when the test PostgreSQL answers, else why not."""
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KEY
+from conftest import KEY, keyless_env
 
 from exa_source import ExaConfigError, exa_websets_source
 from exa_source.config import resolve_api_key
@@ -114,7 +114,7 @@ def test_a_key_with_a_trailing_newline_is_stripped_and_never_echoed(
 ) -> None:
     """Pasted keys carry newlines. Before, requests quoted ``'KEY\\n'`` in its error, which
     went to the terminal and into dlt's trace.pickle; the key works once stripped."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "EXA_"))}
+    env = keyless_env()
     if where == "secrets.toml":
         (tmp_path / ".dlt").mkdir()
         (tmp_path / ".dlt" / "secrets.toml").write_text(f'[sources.exa]\napi_key = "{KEY}\\n"\n')
@@ -140,7 +140,7 @@ def test_a_key_with_a_trailing_newline_is_stripped_and_never_echoed(
 def test_a_key_with_a_control_character_exits_2_without_showing_it(
     bad: str, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "EXA_"))}
+    env = keyless_env()
     (tmp_path / ".dlt").mkdir()
     escaped = bad.encode("unicode_escape").decode().replace('"', '\\"')
     (tmp_path / ".dlt" / "secrets.toml").write_text(f'[sources.exa]\napi_key = "{escaped}"\n')

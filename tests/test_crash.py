@@ -26,7 +26,6 @@ checks exactly that.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -37,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Target, _ts, assert_equals_emulator
+from conftest import Target, _ts, assert_equals_emulator, keyless_env
 
 from exa_source.emulator import Emulator
 
@@ -121,7 +120,7 @@ class Crash:
         self.work = self.pipes / PIPELINE
         self.duckdb = tmp / "exa.duckdb"
         self.target = Target("duckdb", "exa_websets", str(self.duckdb), str(self.pipes), PIPELINE)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "EXA_"))}
+        env = keyless_env()
         self.env = {**env, "SOURCES__EXA__API_KEY": KEY}
 
     def command(self) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import keyless_env, printed_commands
 
 BIN = Path(sys.executable).parent
 
@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
 def run_demo(
     cwd: Path, *args: str, tmpdir: Path | None = None, log_level: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "EXA_"))}
+    clean = keyless_env()
     if tmpdir is not None:
         clean["TMPDIR"] = str(tmpdir)
     top = ["--log-level", log_level] if log_level else []
@@ -53,12 +53,6 @@ def deleted_in_exa(out: str) -> list[int]:
         else 0
         for line in lines
     ]
-
-
-def look_further(out: str) -> list[str]:
-    """The commands the demo prints under "Look further"."""
-    tail = out.split("Look further", 1)[1].splitlines()[1:]
-    return [line.strip() for line in tail if line.startswith("  ")]
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +126,10 @@ def test_the_printed_commands_work_when_copy_pasted(
     twice: tuple[Path, Path, list[str], list[str]],
 ) -> None:
     cwd, _, outs, _ = twice
-    commands = look_further(outs[1])
+    commands = printed_commands(outs[1])
     assert any(" report " in c and "exa_demo.duckdb" in c for c in commands), commands
     assert any(" pipeline " in c and c.endswith(" info") for c in commands), commands
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "EXA_"))}
+    clean = keyless_env()
     for command in commands:
         done = subprocess.run(
             shlex.split(command), cwd=cwd, env=clean, capture_output=True, text=True, timeout=120

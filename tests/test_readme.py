@@ -11,7 +11,6 @@ the "real" API (``SOURCES__EXA__BASE_URL``), the way they run after a real load.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import KEY
+from conftest import KEY, keyless_env, printed_commands
 
 from exa_source.emulator import Emulator
 
@@ -116,18 +115,12 @@ def _sh(
     return done
 
 
-def _printed_commands(out: str) -> list[str]:
-    """The commands the demo prints under "Look further"."""
-    tail = out.split("Look further", 1)[1].splitlines()[1:]
-    return [line.strip() for line in tail if line.startswith("  ")]
-
-
 @pytest.mark.slow
 def test_every_command_shown_works_after_the_demo_and_after_a_real_load(
     tmp_path: Path, emulator: Emulator
 ) -> None:
     clone = _clone(tmp_path)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "EXA_"))}
+    base = keyless_env()
     base["DLT_DATA_DIR"] = str(tmp_path / "dlt_home")  # dlt's default pipelines folder
     base["TMPDIR"] = str(tmp_path / "systemp")
     (tmp_path / "systemp").mkdir()
@@ -140,7 +133,7 @@ def test_every_command_shown_works_after_the_demo_and_after_a_real_load(
         [".exa_demo_pipelines", ".venv", "README.md", "dev.py", "exa_demo.duckdb", "pyproject.toml"]
     )
     assert list((tmp_path / "systemp").iterdir()) == []
-    for command in [*quick[1:], *after_demo, *_printed_commands(first.stdout)]:
+    for command in [*quick[1:], *after_demo, *printed_commands(first.stdout)]:
         _sh(command, clone, base)
 
     # with a key: the emulator plays the real API

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from conftest import PG_DSN, postgres_available
+from conftest import PG_DSN, keyless_env, postgres_available
 
 from exa_source.emulator import Emulator, Fault
 from exa_source.pipeline import make_pipeline
@@ -86,7 +86,7 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 
 def test_the_key_leaks_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "EXA_"))}
+    clean = keyless_env()
     base_env = {
         **clean,
         "RUNTIME__LOG_LEVEL": "DEBUG",
