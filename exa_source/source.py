@@ -113,12 +113,15 @@ def _imports(
         state.pop(key, None)
     if resource is not None and resource.incremental is None:
         state.pop("incremental", None)  # the high-water mark of versions before 0.2
-    if plan.mode == "snapshot" or emptied_by_this_load(plan):
+    emptied = emptied_by_this_load(plan)
+    if plan.mode == "snapshot" or emptied:
         record = Record.empty()
     else:
         record = read_record(pipeline, plan)
         recreate_if_dropped(record, plan, schema)
-    scan = Scan(plan, record, since, load_id)
+    # the destination answered: nothing is there (or this load empties the table first)
+    empty_table = emptied or (record.found != "unknown" and not len(record))
+    scan = Scan(plan, record, since, load_id, empty_table=empty_table and resource is not None)
     logger.info(
         "%s: %s mode, %d rows in the destination table (%s)",
         plan.table,
@@ -150,6 +153,9 @@ def _imports(
             yield from scan.deletion_marks(pipeline)
     finally:
         state["last_scan"] = scan.state(time.monotonic() - stats.started, stats)
+        if scan.hinted and resource is not None:
+            # this package appends into the empty table; the resource merges again next run
+            resource.write_disposition = plan.hint
     logger.info(
         "%s: scan complete, %d rows in %d pages; %d new or changed, %d deleted",
         plan.table,

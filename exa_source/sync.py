@@ -77,6 +77,8 @@ _DLT_LOAD_ID = settings.LOAD_ID_COLUMN
 #: sets it back to False for its load.
 DEDUPLICATED_HINT = "x-stage-data-deduplicated"
 _DLT_ID = "_dlt_id"
+#: A stored ``updated_at`` no import can have (year -290,000): the row is written again.
+_REWRITE = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class Plan:
         disposition: dlt's write disposition (``merge``, ``append``, ``replace``).
         strategy: the merge strategy, or None.
         policy: the deletion policy.
+        hint: the resource's ``write_disposition`` hint as it was given (a name or dlt's dict),
+            put back after a load that appended into an empty table (see :class:`Scan`).
     """
 
     table: str
@@ -96,6 +100,7 @@ class Plan:
     disposition: str
     strategy: str | None
     policy: DeletionPolicy
+    hint: Any = None
 
     @property
     def row_version(self) -> bool:
@@ -135,7 +140,8 @@ def plan_for(resource: Any, naming: Any, policy: DeletionPolicy) -> Plan:
         strategy = "delete-insert"
     snapshot = disposition == "replace" or strategy == "scd2"
     table = naming.normalize_table_identifier(str(resource.table_name))
-    return Plan(table, "snapshot" if snapshot else "changes", disposition, strategy, policy)
+    mode: Mode = "snapshot" if snapshot else "changes"
+    return Plan(table, mode, disposition, strategy, policy, resource.write_disposition)
 
 
 #: Odd multiplier of the polynomial id hash (any odd 64-bit constant works).
@@ -497,17 +503,72 @@ def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
         while True:
             sql = _record_sql(client, engine, qualified, columns, latest)
             rows = _read(client, sql, chunks)
+            if engine == "duckdb":
+                _evict_duckdb_cache(client)
             _release_freed_memory()
             if rows is None:
                 return Record.empty("found")
             try:
-                return Record.build(*rows)
+                record = Record.build(*rows)
             except ValueError:
                 if latest:
                     raise
                 # several rows for one id (a table loaded with append once): newest row wins
-                logger.warning("%s holds several rows for some ids; using the newest", plan.table)
                 latest = True
+                continue
+            if latest and not plan.latest_per_id:
+                _rewrite_repeated(client, qualified, record, plan)
+            return record
+
+
+def _rewrite_repeated(client: Any, table: str, record: Record, plan: Plan) -> None:
+    """Make this run write again every import the merged table holds more than one row of.
+
+    A table merged on ``id`` holds one row per import, unless rows were appended to it behind
+    the merge (a user's ``write_disposition="append"`` run, a copy by hand, two first loads
+    into one table at once). The record keeps the newest row of each id; the repeated ids are
+    marked changed, so that this run's ``delete-insert`` merge replaces all their rows with one
+    and the table converges with no flag. Other strategies only get the warning.
+    """
+    quote = client.escape_column_name
+    sql = f"select {quote('id')} from {table} group by {quote('id')} having count(*) > 1"
+    with client.execute_query(sql) as cursor:
+        repeated = [str(row[0]) for row in cursor.fetchall()]
+    if not repeated:
+        return
+    heals = plan.strategy == "delete-insert"
+    logger.warning(
+        "%s holds several rows for %d import(s); %s",
+        plan.table,
+        len(repeated),
+        "this run writes them again, one row each"
+        if heals
+        else f"the newest is used (the {plan.strategy} merge does not remove the others)",
+    )
+    if heals:
+        pos = record.positions(pa.array(repeated, pa.string()))
+        record.updated[pos[pos >= 0]] = _REWRITE
+
+
+def _evict_duckdb_cache(client: Any) -> None:
+    """Make DuckDB drop the table blocks it cached while the record was read.
+
+    DuckDB keeps the blocks of a table it scanned in its buffer pool until memory runs short
+    (up to its ``memory_limit``): at 1M imports the ``id`` column alone held ~30 MB for the
+    rest of the run, which the scan and the load never read again. Lowering the limit for a
+    moment evicts them (they are on disk, nothing is spilled); the limit is then set back to the
+    configured one (dlt's ``global_config``), or to the value read before.
+    """
+    connection = client.native_connection
+    configured = (getattr(client.credentials, "global_config", None) or {}).get("memory_limit")
+    try:
+        with client.execute_query("select current_setting('memory_limit')") as cursor:
+            before = str(cursor.fetchall()[0][0])
+        connection.execute("SET memory_limit = '1MB'")
+    except Exception:  # an engine build without the setting: nothing to evict
+        return
+    restore = str(configured) if configured else before
+    connection.execute(f"SET memory_limit = '{restore}'")
 
 
 def _release_freed_memory() -> None:
@@ -697,16 +758,31 @@ class Scan:
             ones still count as listed, so they are never taken for deleted.
         load_id: dlt's load id of this run's package, stamped on every row as
             ``_dlt_load_id`` (None outside a pipeline).
+        empty_table: the destination table holds no row when this package loads (it is
+            missing or empty, or this load drops or truncates it). A ``merge`` then has nothing
+            to merge with, and the rows are appended instead: dlt's merge copies every row into
+            a staging table first, then deletes and inserts in the table, which for a first load
+            of 1M imports into DuckDB doubled the load step (and its memory). A scan that meets
+            an id twice switches the load back to a deduplicating merge (see :meth:`select`).
     """
 
     def __init__(
-        self, plan: Plan, record: Record, since: datetime | None, load_id: str | None
+        self,
+        plan: Plan,
+        record: Record,
+        since: datetime | None,
+        load_id: str | None,
+        empty_table: bool = False,
     ) -> None:
         self.plan = plan
         self.record = record
         self.since = None if since is None else (since - _EPOCH) // _MICROSECOND
         self.load_id = load_id
         self.counters = Counters()
+        #: append into the empty table instead of merging (see the class docstring)
+        self.appends = empty_table and plan.mode == "changes" and plan.disposition == "merge"
+        #: whether this scan changed the resource's write disposition (put back by the source)
+        self.hinted = False
         # what this scan yielded, to tell whether one id was yielded twice (see _duplicates)
         self._yielded_rows = np.zeros(len(record), dtype=bool)
         self._yielded_new: list[np.ndarray] = []  # sorted runs of hashes, see _duplicates
@@ -747,8 +823,10 @@ class Scan:
         if self._duplicates(pos[picked], hashes[picked]) and not self._dedup_marked:
             # the source declares its rows deduplicated (no window over the staging table);
             # this load must deduplicate after all, keeping the newest updatedAt (dlt: the last
-            # hint wins for the whole package)
+            # hint wins for the whole package, so rows already written for an append are merged
+            # too)
             self._dedup_marked = True
+            self.appends = False
             logger.warning(
                 "%s: an import is listed twice in one scan; deduplicating", self.plan.table
             )
@@ -756,10 +834,14 @@ class Scan:
             return dlt.mark.with_hints(
                 table,
                 dlt.mark.make_hints(
+                    write_disposition=self.plan.hint if self.hinted else None,
                     columns={settings.CURSOR_FIELD: newest_first},  # type: ignore[dict-item]
                     additional_table_hints={DEDUPLICATED_HINT: False},
                 ),
             )
+        if self.appends and not self.hinted:
+            self.hinted = True
+            return dlt.mark.with_hints(table, dlt.mark.make_hints(write_disposition="append"))
         return table
 
     def _duplicates(self, pos: np.ndarray, hashes: np.ndarray) -> bool:

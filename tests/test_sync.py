@@ -413,6 +413,71 @@ def _listed_twice(emu: Emulator, repeat: dict[str, Any]) -> Fault:
     return Fault("status", status=200, body=body)
 
 
+def _staging_tables(target: Target) -> int:
+    """Tables in the dataset's staging schema, where dlt copies rows to merge them."""
+    with target.pipeline().sql_client() as client:
+        rows = client.execute_sql(
+            "select count(*) from information_schema.tables where table_schema = %s",
+            f"{target.dataset}_staging",
+        )
+    return int(rows[0][0]) if rows else 0
+
+
+def test_a_first_load_appends_into_the_empty_table_and_later_runs_merge(
+    target: Target, emulator: Emulator
+) -> None:
+    """Nothing to merge with on a first load: the rows skip dlt's staging copy. The resource
+    (reused here, as a user's script may) merges again on the next run."""
+    pipeline = target.pipeline()
+    source = exa_websets_source(api_key=KEY, base_url=emulator.base_url)
+    hint = source.imports.write_disposition
+
+    pipeline.run(source)
+
+    assert _staging_tables(target) == 0
+    assert source.imports.write_disposition == hint
+    emulator.store.mutate(update=20, create=5, delete=3, seed=11)
+    pipeline.run(source)
+    assert _staging_tables(target) > 0
+    assert pipeline.default_schema.get_table("imports")["write_disposition"] == "merge"
+    assert len(target.rows(GONE)) == 3
+    assert_equals_emulator(target, emulator)
+
+
+def test_a_table_holding_an_import_twice_gets_one_row_again_on_the_next_run(
+    target: Target, emulator: Emulator
+) -> None:
+    """Rows appended behind the merge (by hand, a user's append run) are written again once."""
+    target.load(emulator)
+    twice = sorted(emulator.store.ids())[:3]
+    with target.pipeline().sql_client() as client:
+        table = client.make_qualified_table_name("imports")
+        marks = ", ".join(["%s"] * len(twice))
+        copy = f"insert into {table} select * from {table} where id in ({marks})"
+        client.execute_sql(copy, *twice)
+    assert len(target.rows()) == 1_003
+
+    summary = target.load(emulator)
+
+    assert summary.rows_loaded == 3
+    assert_equals_emulator(target, emulator)  # one row per id
+
+
+def test_the_duckdb_memory_limit_is_back_after_the_record_is_read(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    from exa_source import sync
+    from exa_source.pipeline import make_pipeline
+
+    pipeline = make_pipeline("duckdb", str(tmp_path / "exa.duckdb"), "exa_websets")
+    run_load(pipeline, api_key=KEY, base_url=emulator.base_url)
+    with pipeline.sql_client() as client:
+        limit = "select current_setting('memory_limit')"
+        before = client.execute_sql(limit)
+        sync._evict_duckdb_cache(client)
+        assert client.execute_sql(limit) == before == [("244.1 MiB",)]  # settings.py: 256MB
+
+
 @pytest.mark.parametrize("when", ["first load", "rerun"])
 def test_an_import_listed_twice_in_one_scan_is_stored_once(
     target: Target, emulator: Emulator, when: str
