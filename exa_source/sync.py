@@ -207,7 +207,7 @@ def _take(values: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
     if not picked:
         return pa.array([], values.type)
     merged = pa.concat_arrays(picked)
-    return merged.take(pa.array(np.argsort(np.concatenate(where), kind="stable")))
+    return merged.take(pa.array(np.argsort(np.concatenate(where))))  # a permutation
 
 
 @dataclass
@@ -264,10 +264,12 @@ class Record:
         """
         if isinstance(ids, pa.Array):
             ids = pa.chunked_array([ids], pa.string())
-        order = np.argsort(hashes, kind="stable")
+        # the order among equal hashes does not matter (every candidate is compared by id), so
+        # numpy's default sort: SIMD quicksort, 2-4x faster than a stable sort at 1M hashes
+        order = np.argsort(hashes)
         if len(order) < 2**31:  # 4 bytes a row instead of 8
             order = order.astype(np.int32)
-        hashes.sort(kind="stable")  # in place: the same values as hashes[order], no copy
+        hashes.sort()  # in place: the same values as hashes[order], no copy
         record = cls(ids, updated, deleted, hashes, order)
         same = np.flatnonzero(record.hashes[1:] == record.hashes[:-1])
         if len(same):
@@ -294,7 +296,7 @@ class Record:
             wanted = _hash(id_array)
         # binary search with the queries in order: numpy narrows each search with the previous
         # result, which is 1.6x faster than random queries into a large array
-        by_hash = np.argsort(wanted, kind="stable")
+        by_hash = np.argsort(wanted)
         left = np.empty(len(wanted), dtype=np.int64)
         left[by_hash] = np.searchsorted(self.hashes, wanted[by_hash], side="left")
         inside = np.flatnonzero(left < len(self.hashes))
