@@ -112,7 +112,7 @@ class Deployment:
 
     def env(self, **extra: str) -> dict[str, str]:
         """The subprocess env: the key ONLY in the ``exa_default`` Connection."""
-        conn = {"conn_type": "http", "host": self.emu.base_url, "password": KEY}
+        conn = {"conn_type": "exa", "host": self.emu.base_url, "password": KEY}
         env = dict(self.home.env)
         env.update(
             AIRFLOW_CONN_EXA_DEFAULT=json.dumps(conn),
@@ -241,7 +241,7 @@ out = {
                      else float(s.duration) for s in bag.dagbag_stats],
     "env_changed": sorted(k for k in set(env_before) | set(os.environ)
                           if env_before.get(k) != os.environ.get(k)),
-    "heavy_modules": sorted(m for m in ("dlt", "exa_source", "duckdb", "pyarrow")
+    "heavy_modules": sorted(m for m in ("dlt", "duckdb", "pyarrow", "exa_source.pipeline")
                             if m in sys.modules),
 }
 if dag is not None:
@@ -323,7 +323,7 @@ def test_dags_test_loads_emulator(deployment: Deployment) -> None:
     run = deployment.dags_test()
     assert run.returncode == 0, run.output[-5000:]
     assert "state=success" in run.output
-    assert "key from Airflow Connection exa_default" in run.output
+    assert "key from Airflow Connection 'exa_default'" in run.output
     assert "dlt load info" in run.output
     assert deployment.latest_task_instance() == ("success", 1)
     summary = deployment.xcom()
