@@ -142,11 +142,10 @@ class Stack:
         text = self.log("api-server").read_text(errors="replace")
         return [line for line in text.splitlines() if "/execution/variables/" in line]
 
-    def trigger_and_wait(self, dag_id: str) -> tuple[str, str]:
-        """Trigger ``dag_id``; wait until its run ends; return ``(run_id, state)``."""
-        out = self.cli("dags", "trigger", dag_id, "--output", "json")
-        run_id = str(json.loads(out[out.index("[") :])[0]["dag_run_id"])
-        return run_id, self.wait_run(dag_id, run_id)
+    def trigger_and_wait(self, dag_id: str, run_id: str) -> str:
+        """Trigger ``dag_id`` as ``run_id``; wait until the run ends; return its state."""
+        self.cli("dags", "trigger", dag_id, "--run-id", run_id)
+        return self.wait_run(dag_id, run_id)
 
     def wait_run(self, dag_id: str, run_id: str) -> str:
         def ended() -> str | None:
@@ -225,7 +224,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             AIRFLOW__API__PORT=str(port),
             AIRFLOW__API__WORKERS="1",
             AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(16),
-            AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
             AIRFLOW_CONN_EXA_DEFAULT=json.dumps(
                 {"conn_type": "exa", "host": emu.base_url, "password": KEY}
             ),
@@ -294,7 +292,8 @@ def test_two_triggered_runs_under_the_scheduler(stack: Stack, tmp_path: Path) ->
     downstream_runs: list[str] = []
     for number, expected in ((1, IMPORTS), (2, 0)):
         before = len(stack.variable_requests())
-        run_id, state = stack.trigger_and_wait(DAG_ID)
+        run_id = f"test_run_{number}"
+        state = stack.trigger_and_wait(DAG_ID, run_id)
         ti_state, duration, summary = stack.task(DAG_ID, run_id)
         variables = stack.variable_requests()[before:]
         figures[f"run{number}"] = {

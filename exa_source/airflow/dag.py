@@ -547,6 +547,11 @@ def _save_load_info_and_trace(pipeline: Any) -> None:
     load_info = trace.last_load_info if trace else None
     if load_info is not None:
         logger.info("dlt load info:\n%s", load_info)
+    # dlt warns, once per run, about every column of these documents that is null (staging_*,
+    # environment, ...): "could not have their types inferred". Nothing to act on; muted.
+    dlt_logger = logging.getLogger("dlt")
+    level = dlt_logger.level
+    dlt_logger.setLevel(logging.ERROR)
     try:
         if load_info is not None:
             pipeline.run([load_info], table_name="_load_info")
@@ -554,3 +559,5 @@ def _save_load_info_and_trace(pipeline: Any) -> None:
             pipeline.run([trace], table_name="_trace")
     except Exception as exc:
         logger.warning("could not save dlt's load info / trace to the destination: %s", exc)
+    finally:
+        dlt_logger.setLevel(level)
