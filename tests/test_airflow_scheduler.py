@@ -339,6 +339,13 @@ def test_two_triggered_runs_under_the_scheduler(stack: Stack, tmp_path: Path) ->
     print(f"exa-source load on the same data: {figures['cli']} ({line})")
     print("FIGURES " + json.dumps(figures))
 
+    # no deprecation warning from our path in the task logs (dlt's own Airflow provider
+    # imported airflow.models.Variable and airflow.operators.python: two per task)
+    task_logs = list((stack.home / "logs" / f"dag_id={DAG_ID}").rglob("*.log"))
+    assert len(task_logs) == 2
+    for log in task_logs:
+        assert "deprecat" not in log.read_text(errors="replace").lower(), log
+
     needle = KEY.encode()
     for file in stack.home.rglob("*"):
         if file.is_file() and file.name != "airflow.db" and not file.suffix == ".duckdb":
