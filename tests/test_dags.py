@@ -2,9 +2,11 @@
 
 Every Airflow process runs as a subprocess with a temporary ``AIRFLOW_HOME`` (SQLite, migrated
 once per module) and a scrubbed environment: the API key reaches the DAG ONLY through the
-``exa_default`` Connection given as ``AIRFLOW_CONN_EXA_DEFAULT``. After each run the output,
-the task logs, the metadata DB (XCom, rendered templates) and the pipeline folder are searched
-for the key.
+``exa_default`` Connection (type ``exa``) given as ``AIRFLOW_CONN_EXA_DEFAULT``, except in the
+test of the ``dlt_secrets_toml`` Variable. After each run the output, the task logs, the
+metadata DB (XCom, rendered templates), the pipeline folders and the DuckDB files are searched
+for the key. ``airflow dags test`` has no API server: ``tests/test_airflow_scheduler.py``
+covers the deployed path.
 """
 
 from __future__ import annotations
