@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import pytest
 from conftest import KEY, Target, assert_equals_emulator
-from test_dags import _SCRUBBED, AIRFLOW, DAGS
+from test_dags import _SCRUBBED, AIRFLOW, DAGS, airflow_env
 
 from exa_source.emulator import Emulator
 
@@ -208,14 +208,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     dags.mkdir()
     shutil.copy(DAG_FILE, dags / "exa_websets.py")
     (dags / "exa_downstream.py").write_text(DOWNSTREAM_DAG)
-    (home / "tmp").mkdir()
     with Emulator(api_key=KEY, imports=IMPORTS).start() as emu:
         port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
-        env.update(
-            AIRFLOW_HOME=str(home),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        env = airflow_env(
+            home,
+            dags,
             AIRFLOW__CORE__EXECUTOR="LocalExecutor",
             AIRFLOW__CORE__PARALLELISM="2",
             AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
@@ -230,9 +227,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             EXA_WEBSETS_SCHEDULE="none",
             EXA_WEBSETS_RETRIES="0",
             EXA_WEBSETS_DUCKDB_PATH=str(home / "data" / "exa.duckdb"),
-            RUNTIME__DLTHUB_TELEMETRY="false",
-            PYTHONDONTWRITEBYTECODE="1",
-            TMPDIR=str(home / "tmp"),
         )
         stack = Stack(home, env, emu, home / "data" / "exa.duckdb")
         stack.cli("db", "migrate")

@@ -67,20 +67,27 @@ class AirflowHome:
         return self.path / "airflow.db"
 
 
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
-    """``airflow db migrate`` once per module in a fresh ``AIRFLOW_HOME``."""
-    home = tmp_path_factory.mktemp("airflow_home")
+def airflow_env(home: Path, dags: Path = DAGS, **extra: str) -> dict[str, str]:
+    """The scrubbed environment of an Airflow subprocess in ``home`` (its ``tmp/`` is made)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
         RUNTIME__DLTHUB_TELEMETRY="false",
         PYTHONDONTWRITEBYTECODE="1",  # keep dags/ free of __pycache__
         TMPDIR=str(home / "tmp"),
     )
-    (home / "tmp").mkdir()
+    env.update(extra)
+    (home / "tmp").mkdir(exist_ok=True)
+    return env
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
+    """``airflow db migrate`` once per module in a fresh ``AIRFLOW_HOME``."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = airflow_env(home)
     started = time.monotonic()
     proc = subprocess.run(
         [str(AIRFLOW), "db", "migrate"],
