@@ -39,6 +39,8 @@ pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 DAG_ID = "exa_websets"
 DOWNSTREAM = "exa_downstream"
 IMPORTS = 5_000
+#: ``[sources.exa] page_size`` in the ``dlt_secrets_toml`` Variable (the default is 200)
+PAGE_SIZE = 100
 #: Upper bound of Variable requests per load task: dlt_secrets_toml once, plus the
 #: deployment's four knobs (destination, duckdb_path, dataset, pipelines_dir).
 MAX_VARIABLE_REQUESTS = 8
@@ -230,6 +232,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         stack = Stack(home, env, emu, home / "data" / "exa.duckdb")
         stack.cli("db", "migrate")
+        # dlt config from the metastore Variable, through the API server: read once, used
+        stack.cli(
+            "variables", "set", "dlt_secrets_toml", f"[sources.exa]\npage_size = {PAGE_SIZE}\n"
+        )
         started = time.monotonic()
         try:
             _start(stack, "api-server", "api-server", "--port", str(port), "--workers", "1")
@@ -264,6 +270,8 @@ def _cli_load(stack: Stack, folder: Path) -> tuple[float, str]:
             "load",
             "--base-url",
             stack.emu.base_url,
+            "--page-size",
+            str(PAGE_SIZE),  # as the DAG's runs
             "--duckdb-path",
             str(folder / "cli.duckdb"),
             "--pipelines-dir",
@@ -301,7 +309,9 @@ def test_two_triggered_runs_under_the_scheduler(stack: Stack, tmp_path: Path) ->
         assert (state, ti_state) == ("success", "success"), stack.tails()
         assert summary["rows_loaded"] == expected
         assert summary["rows_read"] == IMPORTS
+        assert summary["pages"] == IMPORTS // PAGE_SIZE  # dlt_secrets_toml reached dlt
         assert len(variables) <= MAX_VARIABLE_REQUESTS, "\n".join(variables[:50])
+        assert sum("/variables/dlt_secrets_toml " in line for line in variables) == 1
 
         # the downstream DAG runs on the Asset event of this load
         def downstream() -> str | None:
