@@ -33,7 +33,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -367,7 +367,7 @@ def exa_websets_dag(
 
 @dataclass(frozen=True)
 class _Key:
-    value: str | None
+    value: str | None = field(repr=False)  # never in a repr, a traceback's locals or a log
     base_url: str | None
     where: str
 
