@@ -33,8 +33,10 @@ def _defaults_for_cli() -> None:
 
     * telemetry off;
     * dlt's Airflow secrets provider off: when Airflow is merely *installed*, dlt imports it and
-      queries the Variable ``dlt_secrets_toml`` on first config access, ~3 s per run. The DAG
-      keeps it (it runs inside Airflow and may take its secrets from there).
+      queries the Variable ``dlt_secrets_toml`` on first config access, ~3 s per run. Inside
+      an Airflow task (``AIRFLOW_CTX_TASK_ID`` set, e.g. a BashOperator) it is left as the
+      user has it; the DAG itself turns it off and reads ``dlt_secrets_toml`` once
+      (:mod:`exa_source.airflow.dlt_config`).
     """
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     if "AIRFLOW_CTX_TASK_ID" not in os.environ:

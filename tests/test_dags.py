@@ -2,9 +2,11 @@
 
 Every Airflow process runs as a subprocess with a temporary ``AIRFLOW_HOME`` (SQLite, migrated
 once per module) and a scrubbed environment: the API key reaches the DAG ONLY through the
-``exa_default`` Connection given as ``AIRFLOW_CONN_EXA_DEFAULT``. After each run the output,
-the task logs, the metadata DB (XCom, rendered templates) and the pipeline folder are searched
-for the key.
+``exa_default`` Connection (type ``exa``) given as ``AIRFLOW_CONN_EXA_DEFAULT``, except in the
+test of the ``dlt_secrets_toml`` Variable. After each run the output, the task logs, the
+metadata DB (XCom, rendered templates), the pipeline folders and the DuckDB files are searched
+for the key. ``airflow dags test`` has no API server: ``tests/test_airflow_scheduler.py``
+covers the deployed path.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from conftest import KEY, Target, assert_equals_emulator
+from conftest import KEY, PG_DSN, Target, assert_equals_emulator, postgres_available
 
 from exa_source.emulator import Emulator, Fault
 from exa_source.pipeline import make_pipeline, run_load
@@ -64,20 +67,27 @@ class AirflowHome:
         return self.path / "airflow.db"
 
 
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
-    """``airflow db migrate`` once per module in a fresh ``AIRFLOW_HOME``."""
-    home = tmp_path_factory.mktemp("airflow_home")
+def airflow_env(home: Path, dags: Path = DAGS, **extra: str) -> dict[str, str]:
+    """The scrubbed environment of an Airflow subprocess in ``home`` (its ``tmp/`` is made)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
         RUNTIME__DLTHUB_TELEMETRY="false",
         PYTHONDONTWRITEBYTECODE="1",  # keep dags/ free of __pycache__
         TMPDIR=str(home / "tmp"),
     )
-    (home / "tmp").mkdir()
+    env.update(extra)
+    (home / "tmp").mkdir(exist_ok=True)
+    return env
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
+    """``airflow db migrate`` once per module in a fresh ``AIRFLOW_HOME``."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = airflow_env(home)
     started = time.monotonic()
     proc = subprocess.run(
         [str(AIRFLOW), "db", "migrate"],
@@ -112,7 +122,7 @@ class Deployment:
 
     def env(self, **extra: str) -> dict[str, str]:
         """The subprocess env: the key ONLY in the ``exa_default`` Connection."""
-        conn = {"conn_type": "http", "host": self.emu.base_url, "password": KEY}
+        conn = {"conn_type": "exa", "host": self.emu.base_url, "password": KEY}
         env = dict(self.home.env)
         env.update(
             AIRFLOW_CONN_EXA_DEFAULT=json.dumps(conn),
@@ -124,13 +134,23 @@ class Deployment:
         assert KEY not in env.get("AIRFLOW_VAR_DLT_SECRETS_TOML", "")
         return env
 
-    def dags_test(self, **extra: str) -> DagRun:
-        """Run ``airflow dags test exa_websets``; check that the key leaked nowhere."""
+    def dags_test(
+        self,
+        dag_id: str = DAG_ID,
+        conf: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        **extra: str,
+    ) -> DagRun:
+        """Run ``airflow dags test <dag_id>``; check that the key leaked nowhere.
+
+        ``env`` replaces :meth:`env` (a test that hands the key some other way).
+        """
         started = time.monotonic()
+        args = ["--conf", json.dumps(conf)] if conf else []
         try:
             proc = subprocess.run(
-                [str(AIRFLOW), "dags", "test", DAG_ID],
-                env=self.env(**extra),
+                [str(AIRFLOW), "dags", "test", dag_id, *args],
+                env=env if env is not None else self.env(**extra),
                 cwd=self.home.path,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -151,20 +171,21 @@ class Deployment:
         assert KEY not in output, "API key in the `airflow dags test` output"
         needle = KEY.encode()
         searched = 0
-        for root in (self.home.path, self.pipelines_dir):
+        # the test's folder: pipelines dirs, DuckDB files (``_load_info``, ``_trace``), DAGs
+        for root in (self.home.path, self.duckdb_path.parent.parent):
             for file in root.rglob("*"):
                 if file.is_file():
                     searched += 1
                     assert needle not in file.read_bytes(), f"API key found in {file}"
         assert searched > 0
 
-    def xcom(self) -> dict[str, Any]:
-        """The ``return_value`` XCom of the latest ``load_imports`` instance."""
+    def xcom(self, dag_id: str = DAG_ID) -> dict[str, Any]:
+        """The ``return_value`` XCom of the latest ``load_imports`` instance of ``dag_id``."""
         with sqlite3.connect(self.home.db) as conn:
             row = conn.execute(
                 "select value from xcom where dag_id = ? and task_id = 'load_imports'"
                 " and key = 'return_value' order by timestamp desc limit 1",
-                (DAG_ID,),
+                (dag_id,),
             ).fetchone()
         assert row is not None, "no XCom return_value"
         value = row[0]
@@ -177,31 +198,26 @@ class Deployment:
             rows = conn.execute("select distinct key from xcom where dag_id = ?", (DAG_ID,))
             return sorted(str(r[0]) for r in rows)
 
-    def latest_task_instance(self) -> tuple[str, int]:
-        """``(state, try_number)`` of the latest ``load_imports`` instance."""
+    def latest_task_instance(self, dag_id: str = DAG_ID) -> tuple[str, int]:
+        """``(state, try_number)`` of the latest ``load_imports`` instance of ``dag_id``."""
         with sqlite3.connect(self.home.db) as conn:
             row = conn.execute(
                 "select ti.state, ti.try_number from task_instance ti join dag_run dr"
                 " on dr.dag_id = ti.dag_id and dr.run_id = ti.run_id"
                 " where ti.dag_id = ? and ti.task_id = 'load_imports'"
                 " order by dr.id desc limit 1",
-                (DAG_ID,),
+                (dag_id,),
             ).fetchone()
         assert row is not None
         return str(row[0]), int(row[1])
 
-    def target(self) -> Target:
+    def target(self, duckdb_path: Path | None = None, dag_id: str = DAG_ID) -> Target:
         """A conftest Target on the DAG's DuckDB, reading through a SEPARATE pipelines dir.
 
         The DAG's own pipelines dir stays untouched by the checks.
         """
-        return Target(
-            "duckdb",
-            DATASET,
-            str(self.duckdb_path),
-            str(self.duckdb_path.parent / "verify_pipelines"),
-            DAG_ID,
-        )
+        path = duckdb_path or self.duckdb_path
+        return Target("duckdb", DATASET, str(path), str(path.parent / f"verify_{dag_id}"), dag_id)
 
     def snapshot(self) -> dict[str, Any]:
         """The destination's rows, dlt state and loads (what a failed run must not change)."""
@@ -241,7 +257,7 @@ out = {
                      else float(s.duration) for s in bag.dagbag_stats],
     "env_changed": sorted(k for k in set(env_before) | set(os.environ)
                           if env_before.get(k) != os.environ.get(k)),
-    "heavy_modules": sorted(m for m in ("dlt", "exa_source", "duckdb", "pyarrow")
+    "heavy_modules": sorted(m for m in ("dlt", "duckdb", "pyarrow", "exa_source.pipeline")
                             if m in sys.modules),
 }
 if dag is not None:
@@ -259,6 +275,11 @@ if dag is not None:
         retry_delay=task.retry_delay.total_seconds(),
         execution_timeout=task.execution_timeout.total_seconds()
         if task.execution_timeout else None,
+        retry_delay_max=task.max_retry_delay.total_seconds() if task.max_retry_delay else None,
+        dagrun_timeout=dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
+        params={k: dag.params.get_param(k).dump() for k in dag.params},
+        outlets=[(o.name, o.uri) for o in task.outlets],
+        pool=task.pool,
         tasks=[t.task_id for t in dag.tasks],
     )
 print("RESULT " + json.dumps(out))
@@ -311,11 +332,37 @@ def test_dag_imports_without_secrets(airflow_home: AirflowHome) -> None:
     # what keeps parsing cheap is asserted above (no heavy import); the time is only reported
     print(f"parse time of dags/: {parsed['parse_seconds']:.3f} s, file {parsed['file_seconds']}")
 
-    # the schedule and retries are overridable without editing code
-    custom = _parse_dags(airflow_home, EXA_WEBSETS_SCHEDULE="15 */6 * * *", EXA_WEBSETS_RETRIES="5")
+    # the run may last as long as every attempt timing out and every retry waiting its longest
+    # (Airflow waits up to 2x the exponential delay, capped at max_retry_delay)
+    attempts = parsed["retries"] + 1
+    waits = sum(
+        min(2 * parsed["retry_delay"] * 2**i, parsed["retry_delay_max"])
+        for i in range(parsed["retries"])
+    )
+    assert parsed["dagrun_timeout"] >= attempts * parsed["execution_timeout"] + waits
+    # the trigger form's parameters and the Asset a downstream DAG can be scheduled on
+    params = parsed["params"]
+    assert params["full_refresh"]["value"] is False
+    assert params["full_refresh"]["schema"]["type"] == "boolean"
+    assert params["deletions"]["schema"]["enum"] == [None, "soft", "hard", "off"]
+    assert params["initial_updated_at"]["value"] is None
+    assert parsed["outlets"] == [["exa_websets.imports", "x-exa-source://exa_websets/imports"]]
+    assert parsed["pool"] == "default_pool"  # a missing pool would leave the task unscheduled
+    for needle in ("current state", "catch-up", "rows_deleted", "rows_recovered", "_POOL"):
+        assert needle in parsed["doc_md"]
+
+    # the schedule, retries and pool are overridable without editing code
+    custom = _parse_dags(
+        airflow_home,
+        EXA_WEBSETS_SCHEDULE="15 */6 * * *",
+        EXA_WEBSETS_RETRIES="5",
+        EXA_WEBSETS_POOL="exa_api",
+    )
     assert custom["import_errors"] == {}
     assert custom["schedule"] == "15 */6 * * *"
     assert custom["retries"] == 5
+    assert custom["pool"] == "exa_api"
+    assert custom["dagrun_timeout"] > parsed["dagrun_timeout"]
 
 
 def test_dags_test_loads_emulator(deployment: Deployment) -> None:
@@ -323,7 +370,7 @@ def test_dags_test_loads_emulator(deployment: Deployment) -> None:
     run = deployment.dags_test()
     assert run.returncode == 0, run.output[-5000:]
     assert "state=success" in run.output
-    assert "key from Airflow Connection exa_default" in run.output
+    assert "key from Airflow Connection 'exa_default'" in run.output
     assert "dlt load info" in run.output
     assert deployment.latest_task_instance() == ("success", 1)
     summary = deployment.xcom()
@@ -395,3 +442,143 @@ def test_persistent_5xx_fails_task_and_changes_nothing(deployment: Deployment) -
 
     assert deployment.snapshot() == before
     assert _without_local(json.loads(state_file.read_text())) == local_state
+
+
+SECOND_DAG = """
+from exa_source.airflow.dag import exa_websets_dag
+
+exa_websets_dag("exa_websets_b")
+"""
+
+
+def _state_pipelines(path: Path) -> list[str]:
+    """The pipeline names in a DuckDB file's ``_dlt_pipeline_state``."""
+    with duckdb.connect(str(path), read_only=True) as conn:
+        rows = conn.execute(f"select distinct pipeline_name from {DATASET}._dlt_pipeline_state")
+        return sorted(str(r[0]) for r in rows.fetchall())
+
+
+def test_two_deployments_on_one_host_share_nothing(deployment: Deployment, tmp_path: Path) -> None:
+    """Two DAGs from the factory (ids ``exa_websets`` and ``exa_websets_b``) in one dags folder,
+    each into its own DuckDB file, runs interleaved with changes in Exa: after each run its
+    table equals the API; pipeline names, folders and state follow the DAG ids."""
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(DAGS / "exa_websets.py", dags / "exa_websets.py")
+    (dags / "exa_websets_b.py").write_text(SECOND_DAG)
+    files = {DAG_ID: tmp_path / "a" / "exa.duckdb", "exa_websets_b": tmp_path / "b" / "exa.duckdb"}
+    env = deployment.env(
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        EXA_WEBSETS_DUCKDB_PATH=str(files[DAG_ID]),
+        EXA_WEBSETS_B_DUCKDB_PATH=str(files["exa_websets_b"]),
+    )
+    del env["EXA_WEBSETS_PIPELINES_DIR"]  # each DAG's default folder
+    emu = deployment.emu
+    steps: list[tuple[str, dict[str, int]]] = [
+        (DAG_ID, {}),
+        ("exa_websets_b", {}),
+        (DAG_ID, {"update": 25, "create": 10, "delete": 5, "seed": 1}),
+        (DAG_ID, {"update": 3, "seed": 2}),
+        ("exa_websets_b", {"update": 7, "delete": 2, "advance": 9, "seed": 3}),
+        (DAG_ID, {"create": 4, "seed": 4}),
+    ]
+    results = []
+    for dag_id, change in steps:
+        if change:
+            emu.store.mutate(**change)
+        run = deployment.dags_test(dag_id, env=env)
+        assert run.returncode == 0, run.output[-5000:]
+        summary = deployment.xcom(dag_id)
+        results.append((dag_id, summary["rows_loaded"], summary["rows_deleted"]))
+        assert_equals_emulator(deployment.target(files[dag_id], dag_id), emu)
+    print(f"two deployments (dag, rows_loaded, rows_deleted): {results}")
+    # each deployment's first run loads everything; later runs only the changes since its own
+    assert results[0][1] == results[1][1] == 1_000
+    assert results[2][1:] == (35, 5)  # 25 updated + 10 created, 5 deleted
+    assert results[4][1] >= 7 + 3 and results[4][2] == 5 + 2  # b catches up with both changes
+    home = deployment.home.path
+    for dag_id, path in files.items():
+        assert _state_pipelines(path) == [dag_id]
+        assert (home / "dlt_pipelines" / dag_id / "duckdb" / dag_id / "state.json").is_file()
+    assert sorted(p.name for p in (home / "dlt_pipelines").iterdir()) == sorted(files)
+
+
+def test_key_and_postgres_credentials_from_dlt_secrets_toml(
+    deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Connection: the key and ``[destination.postgres] credentials`` come only from the
+    ``dlt_secrets_toml`` Variable (read once, handed to dlt), into PostgreSQL."""
+    why = postgres_available()
+    if why:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL is required under CI and is not reachable: {why}")
+        pytest.skip(f"PostgreSQL not reachable ({why})")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    secrets_toml = (
+        f'[sources.exa]\napi_key = "{KEY}"\nbase_url = "{deployment.emu.base_url}"\n\n'
+        f'[destination.postgres]\ncredentials = "{PG_DSN}"\n'
+    )
+    env = deployment.env(EXA_WEBSETS_DESTINATION="postgres", EXA_WEBSETS_DATASET=schema)
+    del env["AIRFLOW_CONN_EXA_DEFAULT"]
+    env["AIRFLOW_VAR_DLT_SECRETS_TOML"] = secrets_toml
+    try:
+        run = deployment.dags_test(env=env)
+        assert run.returncode == 0, run.output[-5000:]
+        assert "key from Airflow Variable dlt_secrets_toml" in run.output
+        assert "Airflow Connection 'exa_default' not found" in run.output
+        assert deployment.xcom()["rows_loaded"] == 1_000
+        monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", PG_DSN)
+        target = Target("postgres", schema, None, str(tmp_path / "verify"), DAG_ID)
+        assert_equals_emulator(target, deployment.emu)
+    finally:
+        import psycopg2
+
+        with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
+            cur.execute(f'drop schema if exists "{schema}" cascade')
+            cur.execute(f'drop schema if exists "{schema}_staging" cascade')
+
+
+def test_wrong_key_names_the_connection(deployment: Deployment) -> None:
+    """A rejected key fails the task at once, naming the Connection it came from."""
+    env = deployment.env()
+    conn = json.loads(env["AIRFLOW_CONN_EXA_DEFAULT"])
+    env["AIRFLOW_CONN_EXA_DEFAULT"] = json.dumps({**conn, "password": "wrong-key-000"})
+    run = deployment.dags_test(env=env)
+    assert run.returncode != 0
+    text = " ".join(run.output.split())
+    assert (
+        "Exa rejected the API key from Airflow Connection 'exa_default'"
+        " (HTTP 400: x-api-key header is invalid)" in text
+    ), run.output[-5000:]
+    assert "SOURCES__EXA__API_KEY" not in text
+    assert "wrong-key-000" not in run.output
+    assert deployment.latest_task_instance() == ("failed", 1)  # no retry for a rejected key
+
+
+def test_trigger_params_deletions_and_full_refresh(deployment: Deployment) -> None:
+    """The trigger form's params reach the load: ``deletions=hard``, then ``full_refresh``."""
+    first = deployment.dags_test()
+    assert first.returncode == 0, first.output[-5000:]
+    deleted = deployment.emu.store.mutate(delete=5, seed=11)["deleted"]
+
+    hard = deployment.dags_test(conf={"deletions": "hard"})
+    assert hard.returncode == 0, hard.output[-5000:]
+    assert "deletions=hard" in hard.output
+    assert deployment.xcom()["rows_deleted"] == 5
+    ids = {r["id"] for r in deployment.target().rows()}
+    assert ids.isdisjoint(deleted) and len(ids) == 995  # gone, not soft-deleted
+
+    refresh = deployment.dags_test(conf={"full_refresh": True})
+    assert refresh.returncode == 0, refresh.output[-5000:]
+    assert deployment.xcom()["rows_loaded"] == 995
+    assert_equals_emulator(deployment.target(), deployment.emu)
+    # dlt's load info and trace were saved next to the data
+    with duckdb.connect(str(deployment.duckdb_path), read_only=True) as conn:
+        tables = {
+            r[0]
+            for r in conn.execute(
+                "select table_name from information_schema.tables where table_schema = ?",
+                [DATASET],
+            ).fetchall()
+        }
+    assert {"_load_info", "_trace"} <= tables
