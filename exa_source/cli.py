@@ -291,7 +291,6 @@ def _scan_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _load(args: argparse.Namespace) -> int:
     from exa_source.pipeline import make_pipeline, run_load
-    from exa_source.warehouse import summary_line
 
     pipeline = make_pipeline(
         args.destination, args.duckdb_path, args.dataset, pipelines_dir=args.pipelines_dir
@@ -303,7 +302,7 @@ def _load(args: argparse.Namespace) -> int:
         full_refresh=args.full_refresh,
         **_scan_options(args),
     )
-    print(summary_line(summary))
+    print(summary.sentence())
     return 0
 
 

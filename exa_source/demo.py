@@ -160,7 +160,7 @@ def run_demo(
     """
     from exa_source.emulator import Emulator
     from exa_source.pipeline import make_pipeline, run_load
-    from exa_source.warehouse import render_report, summary_line
+    from exa_source.warehouse import render_report
 
     def say(text: str = "") -> None:
         out.write(text + "\n")
@@ -191,7 +191,7 @@ def run_demo(
                 max_seconds=max_seconds,
                 full_refresh=full_refresh,
             )
-            return summary_line(done)
+            return done.sentence()
 
         say(f"1. Full load: every import is read and written to the table {settings.IMPORTS_TABLE}")
         say(f"   {load(full_refresh=True)}")

@@ -66,6 +66,30 @@ class LoadSummary:
         """Return the summary as plain JSON-able values."""
         return asdict(self)
 
+    def sentence(self) -> str:
+        """One sentence on what the load did: the CLI's and the demo's summary line.
+
+        Deletions and recovered rows are mentioned only when there were some.
+        """
+        return (
+            f"Loaded {self.rows_loaded:,} new or changed imports"
+            f" (read {self.rows_read:,} in {_count(self.pages, 'page')},"
+            f" {_count(self.requests, 'request')}, {self.retried:,} retried) into"
+            f" {self.destination} dataset {self.dataset} in {self.seconds:.1f} s"
+            + (f"; {self.rows_deleted:,} deleted in Exa" if self.rows_deleted else "")
+            + (
+                f"; {self.rows_recovered:,} of the loaded imports came from the package an"
+                " interrupted run left"
+                if self.rows_recovered
+                else ""
+            )
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 page``, ``2 pages``, ``1,000 pages``."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
 
 def make_destination(
     destination: str = "duckdb",

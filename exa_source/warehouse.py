@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import dlt
 from dlt.common.destination.typing import PreparedTableSchema
@@ -33,9 +33,6 @@ from dlt.destinations.exceptions import DatabaseException
 
 from exa_source import settings
 from exa_source.schema import COLUMNS
-
-if TYPE_CHECKING:
-    from exa_source.pipeline import LoadSummary
 
 logger = logging.getLogger(__name__)
 
@@ -481,31 +478,6 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 page``, ``2 pages``, ``1,000 pages``."""
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
-
-
-def summary_line(summary: LoadSummary) -> str:
-    """One sentence on what a load did: the CLI's and the demo's summary line.
-
-    Deletions and recovered rows are mentioned only when there were some.
-    """
-    return (
-        f"Loaded {summary.rows_loaded:,} new or changed imports"
-        f" (read {summary.rows_read:,} in {_count(summary.pages, 'page')},"
-        f" {_count(summary.requests, 'request')}, {summary.retried:,} retried) into"
-        f" {summary.destination} dataset {summary.dataset} in {summary.seconds:.1f} s"
-        + (f"; {summary.rows_deleted:,} deleted in Exa" if summary.rows_deleted else "")
-        + (
-            f"; {summary.rows_recovered:,} of the loaded imports came from the package an"
-            " interrupted run left"
-            if summary.rows_recovered
-            else ""
-        )
-    )
 
 
 def render_report(pipeline: dlt.Pipeline) -> str:
