@@ -272,7 +272,9 @@ def raise_for_exa_status(response: Response, *args: Any, **kwargs: Any) -> None:
         raise ExaAuthError(
             f"Exa rejected the API key (HTTP {status}: {message}). Check the key set in"
             f" SOURCES__EXA__API_KEY, [sources.exa] api_key in .dlt/secrets.toml or"
-            f" {settings.API_KEY_ENV}."
+            f" {settings.API_KEY_ENV}.",
+            status=status,
+            detail=message,
         )
     if status == 402:
         raise ExaCreditsError(

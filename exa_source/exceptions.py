@@ -17,7 +17,18 @@ class ExaConfigError(ExaError):
 
 
 class ExaAuthError(ExaError):
-    """Exa rejected the API key (HTTP 400 ``x-api-key header is invalid``, 401 or 403)."""
+    """Exa rejected the API key (HTTP 400 ``x-api-key header is invalid``, 401 or 403).
+
+    Attributes:
+        status: the HTTP status Exa answered.
+        detail: Exa's own message from the error body (up to 500 characters), for callers
+            that word the error themselves, e.g. naming where the key came from (Airflow).
+    """
+
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
 
 
 class ExaCreditsError(ExaError):

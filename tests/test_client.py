@@ -80,6 +80,12 @@ def test_client_errors_become_clear_exa_errors(
         raise_for_exa_status(response(status, body))
 
 
+def test_a_rejected_key_carries_the_status_and_exas_message() -> None:
+    with pytest.raises(ExaAuthError) as caught:
+        raise_for_exa_status(response(400, {"requestId": "ab", "error": "x-api-key is invalid"}))
+    assert (caught.value.status, caught.value.detail) == (400, "x-api-key is invalid")
+
+
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
 def test_retryable_statuses_stay_http_errors(status: int) -> None:
     """429/5xx must reach dlt's retrying session as HTTPError (it retries those)."""

@@ -439,8 +439,8 @@ def _auth_failure(exc: Exception, where: str) -> str:
     The connector's own message lists the CLI's places for a key (env, secrets.toml); in a
     task the key came from one known place, named here instead.
     """
-    found = re.search(r"\(HTTP \d+: .*?\)", str(exc))
-    detail = found.group(0) if found else f"({exc})"
+    status, message = getattr(exc, "status", None), getattr(exc, "detail", "")
+    detail = f"(HTTP {status}: {message})" if status else f"({exc})"
     return (
         f"Exa rejected the API key from {where} {detail}; paste the key again from the Exa"
         " dashboard into that place. (No retry: a rejected key fails the task at once.)"
