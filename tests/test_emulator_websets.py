@@ -13,7 +13,7 @@ import orjson
 import pytest
 import requests
 
-from exa_source.emulator import Emulator
+from exa_source.emulator import Emulator, iso_ms
 from exa_source.emulator.websets import WebsetStore
 
 KEY = "test-key"
@@ -128,6 +128,31 @@ def test_seed_is_deterministic_and_complete() -> None:
             assert all(e["references"] for e in item["evaluations"])
             types.add(item["properties"]["type"])
     assert {"company", "person", "article", "research_paper"} <= types
+
+
+def test_second_seed_keeps_ids_in_created_order() -> None:
+    store = WebsetStore(seed=4)
+    store.seed(3, 2)
+    store.seed(3, 2)  # goes back in time: same 365-day window
+    websets = [store.get(i) for i in store.ids()]
+    assert len(websets) == 6
+    created = [w["createdAt"] for w in websets]
+    assert created == sorted(created, reverse=True) and len(set(created)) == 6
+    for ws in websets:
+        ulid_ms = decode_time(ws["id"])
+        assert iso_ms(ulid_ms) == ws["createdAt"]
+        for raw in store.items_page(ws["id"], None, 100).items:
+            item = orjson.loads(raw)
+            assert iso_ms(decode_time(item["id"])) == item["createdAt"]
+
+
+def decode_time(id_: str) -> int:
+    """The 48-bit ms time part of ``<prefix>_<ulid>``."""
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    value = 0
+    for ch in id_.split("_", 1)[1][:10]:
+        value = value * 32 + alphabet.index(ch)
+    return value
 
 
 def test_seed_50_by_2000_is_fast() -> None:
@@ -360,6 +385,7 @@ def test_stats_name_the_routes(emu: Emulator, http: requests.Session) -> None:
     requests_ = emu.stats.as_dict()["requests"]
     assert requests_["GET /websets/v0/websets"] == 1
     assert requests_["GET /websets/v0/websets/{id}/items"] == 1
+    assert emu.stats.as_dict()["list_pages"] == 0  # import pages only
 
 
 def test_main_seeds_websets() -> None:

@@ -1,4 +1,4 @@
-"""HTTP front end of the Exa Websets Imports emulator.
+"""HTTP front end of the Exa Websets emulator (imports, websets, items).
 
 A stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive. Every reply is written
 with a single ``write`` carrying the status line, ``Content-Type``, ``Content-Length`` and the
@@ -6,6 +6,11 @@ body. Routes (docs/exa-api.md §3.1):
 
 * ``POST/GET /websets/v0/imports`` and ``GET/PATCH/DELETE /websets/v0/imports/{id}``: the API,
   authenticated with ``x-api-key`` or ``Authorization: Bearer`` (docs/exa-api.md §1).
+* ``POST/GET /websets/v0/websets``, ``GET/POST/DELETE /websets/v0/websets/{webset}``
+  (``POST`` is the update; ``GET`` takes ``expand=items``), ``GET .../{webset}/items`` and
+  ``GET/DELETE .../{webset}/items/{id}``, where ``{webset}`` is an id or an externalId
+  (docs/exa-api.md §4.5), same authentication; data in :class:`~.websets.WebsetStore`. Their
+  requests are counted per route in the stats; ``list_pages`` counts import pages only.
 * ``PUT /_uploads/{id}.csv?X-Amz-Expires=3600&X-Amz-Signature=...``: the presigned upload URL
   returned by create (stands in for S3, docs/exa-api.md §3.5). No API key.
 * ``/_emulator/...``: control endpoints for tests and benchmarks in other processes. **No API
@@ -707,7 +712,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Emulator:
-    """The emulated Exa Websets Imports API server.
+    """The emulated Exa Websets API server (imports in :attr:`store`, websets in :attr:`websets`).
 
     Args:
         api_key: The one valid API key.
@@ -1082,7 +1087,6 @@ class Emulator:
                 if method == "GET":
                     limit = _parse_limit(params.get("limit"), 25, 100)
                     page = self.websets.page(_parse_cursor(params.get("cursor")), limit)
-                    self.stats.page_served()
                     return 200, page.to_json(), _JSON, {}
                 if method == "POST":
                     create = _parse_json(body)
@@ -1113,7 +1117,6 @@ class Emulator:
                 page = self.websets.items_page(
                     parts[0], cursor, limit, None if source is None else source[0]
                 )
-                self.stats.page_served()
                 return 200, page.to_json(), _JSON, {}
             elif len(parts) == 3 and parts[1] == "items":
                 if method == "GET":

@@ -529,9 +529,15 @@ class WebsetStore:
         self._add(ws)
 
     def _seed_id(self, rng: random.Random, prefix: str, created: int) -> str:
+        """``<prefix>_<ulid>`` whose time part is ``created``; monotonic within one ms.
+
+        Like the ULID spec's monotonic generator (and imports), so the id's time part always
+        equals ``createdAt`` and id order stays ``(createdAt, id)`` order even when a second
+        :meth:`seed` call goes back in time.
+        """
         value = (created << 80) | rng.getrandbits(80)
         last = self._last_ulid.get(prefix, 0)
-        if value <= last:
+        if created == last >> 80 and value <= last:
             value = last + 1
         self._last_ulid[prefix] = value
         return f"{prefix}_{encode_ulid(value)}"
