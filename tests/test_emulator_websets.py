@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -388,12 +389,18 @@ def test_stats_name_the_routes(emu: Emulator, http: requests.Session) -> None:
     assert emu.stats.as_dict()["list_pages"] == 0  # import pages only
 
 
-def test_main_seeds_websets() -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "exa_source.emulator"],
+        [str(Path(sys.executable).parent / "exa-source"), "emulator"],
+    ],
+    ids=["python-m", "exa-source"],
+)
+def test_main_seeds_websets(command: list[str]) -> None:
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "exa_source.emulator",
+            *command,
             "--websets",
             "3",
             "--items-per-webset",
