@@ -1,14 +1,17 @@
-"""Offline emulator of the Exa Websets **Imports** API (``/websets/v0/imports``).
+"""Offline emulator of the Exa Websets API: imports, websets and their items.
+
+Routes: ``/websets/v0/imports`` and ``/websets/v0/websets`` (with ``.../{webset}/items``).
 
 Faithful to the recorded real behaviour described in ``docs/exa-api.md``, quirks included, and
 fast enough never to be the bottleneck of a benchmark. Use it in-process::
 
     from exa_source.emulator import Emulator
 
-    with Emulator(api_key="k", imports=1000, seed=0) as emu:
-        ...  # point the client at emu.base_url
+    with Emulator(api_key="k", imports=1000, websets=5, items_per_webset=200, seed=0) as emu:
+        ...  # point the client at emu.base_url; emu.store (imports), emu.websets (websets)
 
-or as a process: ``python -m exa_source.emulator --port 0 --api-key k --imports 1000``.
+or as a process: ``python -m exa_source.emulator --port 0 --api-key k --imports 1000
+--websets 5 --items-per-webset 200``.
 """
 
 from .server import (
@@ -37,6 +40,7 @@ from .store import (
     iso_ms,
     parse_time,
 )
+from .websets import ItemNotFoundError, WebsetConflictError, WebsetNotFoundError, WebsetStore
 
 __all__ = [
     "CLOCK_MAX",
@@ -56,8 +60,12 @@ __all__ = [
     "ImportNotFoundError",
     "ImportStore",
     "InvalidTransitionError",
+    "ItemNotFoundError",
     "Page",
     "TimeRangeError",
+    "WebsetConflictError",
+    "WebsetNotFoundError",
+    "WebsetStore",
     "encode_ulid",
     "iso_ms",
     "parse_time",

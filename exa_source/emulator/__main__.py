@@ -1,9 +1,10 @@
 """Run the emulator as a process.
 
-``python -m exa_source.emulator --host 127.0.0.1 --port 0 --api-key K --imports N [--seed S]
-[--no-quirk] [--idle-timeout SECONDS]`` prints exactly one line, the base URL (with the real
-port when ``--port 0``), logs to stderr, serves until SIGINT/SIGTERM and exits 0. A
-non-loopback ``--host`` logs a warning: the emulator has no real authentication.
+``python -m exa_source.emulator --host 127.0.0.1 --port 0 --api-key K --imports N
+[--websets W --items-per-webset M] [--seed S] [--no-quirk] [--idle-timeout SECONDS]``
+prints exactly one line, the base URL (with the real port when ``--port 0``), logs to stderr,
+serves until SIGINT/SIGTERM and exits 0. A non-loopback ``--host`` logs a warning: the emulator
+has no real authentication.
 ``exa-source emulator`` runs the same :func:`main` (same flags, same behaviour).
 """
 
@@ -43,7 +44,11 @@ def build_parser(prog: str = "python -m exa_source.emulator") -> argparse.Argume
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one")
     parser.add_argument("--api-key", default="test-key", help="the key clients must send")
     parser.add_argument("--imports", type=int, default=0, help="imports to seed")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sample imports")
+    parser.add_argument("--websets", type=int, default=0, help="websets to seed")
+    parser.add_argument(
+        "--items-per-webset", type=int, default=0, help="items in each seeded webset"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample data")
     parser.add_argument(
         "--no-quirk",
         action="store_true",
@@ -96,6 +101,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m exa_source.emulat
         quirk_last_page=not args.no_quirk,
         no_credits_keys=tuple(args.no_credits_key),
         idle_timeout=args.idle_timeout,
+        websets=args.websets,
+        items_per_webset=args.items_per_webset,
     ).start()
     print(emu.base_url, flush=True)
     try:

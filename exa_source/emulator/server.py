@@ -1,4 +1,4 @@
-"""HTTP front end of the Exa Websets Imports emulator.
+"""HTTP front end of the Exa Websets emulator (imports, websets, items).
 
 A stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive. Every reply is written
 with a single ``write`` carrying the status line, ``Content-Type``, ``Content-Length`` and the
@@ -6,6 +6,11 @@ body. Routes (docs/exa-api.md §3.1):
 
 * ``POST/GET /websets/v0/imports`` and ``GET/PATCH/DELETE /websets/v0/imports/{id}``: the API,
   authenticated with ``x-api-key`` or ``Authorization: Bearer`` (docs/exa-api.md §1).
+* ``POST/GET /websets/v0/websets``, ``GET/POST/DELETE /websets/v0/websets/{webset}``
+  (``POST`` is the update; ``GET`` takes ``expand=items``), ``GET .../{webset}/items`` and
+  ``GET/DELETE .../{webset}/items/{id}``, where ``{webset}`` is an id or an externalId
+  (docs/exa-api.md §4.5), same authentication; data in :class:`~.websets.WebsetStore`. Their
+  requests are counted per route in the stats; ``list_pages`` counts import pages only.
 * ``PUT /_uploads/{id}.csv?X-Amz-Expires=3600&X-Amz-Signature=...``: the presigned upload URL
   returned by create (stands in for S3, docs/exa-api.md §3.5). No API key.
 * ``/_emulator/...``: control endpoints for tests and benchmarks in other processes. **No API
@@ -75,6 +80,14 @@ from .store import (
     is_ulid,
     iso_ms,
 )
+from .websets import (
+    ItemNotFoundError,
+    WebsetConflictError,
+    WebsetNotFoundError,
+    WebsetStore,
+    validate_webset_create,
+    validate_webset_update,
+)
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -99,6 +112,7 @@ __all__ = [
 FaultKind = Literal["status", "html", "slow", "reset", "malformed", "mutate"]
 LIST_ROUTE = "/websets/v0/imports"
 _IMPORTS = "/websets/v0/imports"
+_WEBSETS = "/websets/v0/websets"
 _JSON = "application/json; charset=utf-8"
 _MAX_SIZE = (
     50_000_000  # CreateImportParameters.size maximum, bytes (docs/exa-api.md §3.2, §8 item 8)
@@ -463,13 +477,14 @@ def validate_update(body: Any) -> list[str]:
     return errors
 
 
-def _parse_limit(values: list[str] | None) -> int:
+def _parse_limit(values: list[str] | None, default: int = 25, maximum: int = 200) -> int:
+    """Parse ``limit``: imports 1-200 (default 25), websets 1-100 (25), items 1-100 (20)."""
     if values is None:
-        return 25
+        return default
     if len(values) != 1 or not values[0].isascii() or not values[0].isdigit():
         raise _bad_request(
             [
-                "limit must not be greater than 200",
+                f"limit must not be greater than {maximum}",
                 "limit must not be less than 1",
                 "limit must be an integer number",
             ]
@@ -477,8 +492,8 @@ def _parse_limit(values: list[str] | None) -> int:
     limit = int(values[0])
     if limit < 1:
         raise _bad_request(["limit must not be less than 1"])
-    if limit > 200:
-        raise _bad_request(["limit must not be greater than 200"])
+    if limit > maximum:
+        raise _bad_request([f"limit must not be greater than {maximum}"])
     return limit
 
 
@@ -697,7 +712,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Emulator:
-    """The emulated Exa Websets Imports API server.
+    """The emulated Exa Websets API server (imports in :attr:`store`, websets in :attr:`websets`).
 
     Args:
         api_key: The one valid API key.
@@ -709,6 +724,9 @@ class Emulator:
             last list page (docs/exa-api.md §2 / §8 item 3); ``False`` answers ``hasMore: false``.
         no_credits_keys: Keys that authenticate but are out of credits (402).
         store: Use this store instead of building one from ``imports``/``seed``.
+        websets: Websets to seed (deterministic for ``seed``), each with a completed search,
+            a completed enrichment and ``items_per_webset`` items.
+        items_per_webset: Items per seeded webset.
         idle_timeout: Seconds a connection may stay silent, and the time a request gets to
             arrive whole from its first bytes; idle or drip-feeding clients are disconnected.
 
@@ -731,6 +749,8 @@ class Emulator:
         no_credits_keys: tuple[str, ...] | list[str] | set[str] | frozenset[str] = (),
         store: ImportStore | None = None,
         idle_timeout: float = IDLE_TIMEOUT_S,
+        websets: int = 0,
+        items_per_webset: int = 0,
     ) -> None:
         if not (_is_number(idle_timeout) and idle_timeout > 0):
             raise ValueError(f"idle_timeout must be a positive number of seconds: {idle_timeout}")
@@ -741,6 +761,9 @@ class Emulator:
         self.quirk_last_page = quirk_last_page
         self.no_credits_keys = frozenset(no_credits_keys)
         self.store = store if store is not None else ImportStore(seed=seed, imports=imports)
+        self.websets = WebsetStore(seed=seed, clock=self.store.clock)
+        if websets:
+            self.websets.seed(websets, items_per_webset)
         self.faults = FaultList()
         self.stats = EmulatorStats()
         self._server: _Server | None = None
@@ -884,6 +907,10 @@ class Emulator:
         if path.startswith(_IMPORTS):
             rest = path[len(_IMPORTS) :].strip("/")
             return LIST_ROUTE if not rest else _IMPORTS + "/{id}"
+        if path.startswith(_WEBSETS):
+            parts = path[len(_WEBSETS) :].strip("/").split("/")
+            names = ("", "/{id}", "/{id}/items", "/{id}/items/{item}")
+            return _WEBSETS + names[min(len(parts) if parts != [""] else 0, 3)]
         if path.startswith("/_uploads/"):
             return "/_uploads/{id}"
         if path.startswith("/_emulator/"):
@@ -940,6 +967,8 @@ class Emulator:
                     return 200, self._list(query), _JSON, {}
                 if method == "POST":
                     return 201, self._create(body), _JSON, {}
+            elif path == _WEBSETS or path.startswith(_WEBSETS + "/"):
+                return self._websets_route(method, path, query, body, api_path)
             elif path.startswith(_IMPORTS + "/"):
                 import_id = path[len(_IMPORTS) + 1 :].rstrip("/")
                 if "/" not in import_id and import_id:
@@ -1040,6 +1069,91 @@ class Emulator:
             return orjson.dumps(self.store.delete(import_id))
         except ImportNotFoundError:
             raise _not_found("Import not found", api_path) from None
+
+    # ---------------------------------------------------------------- websets and items
+
+    def _websets_route(
+        self, method: str, path: str, query: str, body: bytes, api_path: str
+    ) -> tuple[int, bytes, str, Mapping[str, str]]:
+        """Serve ``/websets/v0/websets[/{webset}[/items[/{item}]]]`` (docs/exa-api.md §4).
+
+        ``{webset}`` is an id or an externalId. Update is ``POST`` on the webset (not PATCH
+        as for imports: exa-py and the spec both use POST).
+        """
+        parts = [p for p in path[len(_WEBSETS) :].split("/") if p]
+        params = parse_qs(query, keep_blank_values=True)
+        try:
+            if not parts:
+                if method == "GET":
+                    limit = _parse_limit(params.get("limit"), 25, 100)
+                    page = self.websets.page(_parse_cursor(params.get("cursor")), limit)
+                    return 200, page.to_json(), _JSON, {}
+                if method == "POST":
+                    create = _parse_json(body)
+                    errors = validate_webset_create(create)
+                    if errors:
+                        raise _bad_request(errors)
+                    try:
+                        return 201, orjson.dumps(self.websets.create(create)), _JSON, {}
+                    except WebsetConflictError:
+                        raise _Reply(
+                            409,
+                            {
+                                "statusCode": 409,
+                                "timestamp": iso_ms(time.time_ns() // 1_000_000),
+                                "message": "Webset with this externalId already exists",
+                                "error": "Conflict",
+                                "path": api_path,
+                            },
+                        ) from None
+            elif len(parts) == 1:
+                return self._webset_one(method, parts[0], params, body)
+            elif len(parts) == 2 and parts[1] == "items" and method == "GET":
+                limit = _parse_limit(params.get("limit"), 20, 100)
+                cursor = _parse_cursor(params.get("cursor"))
+                source = params.get("sourceId")
+                if source is not None and (len(source) != 1 or not source[0]):
+                    raise _bad_request(["sourceId must be a non-empty string"])
+                page = self.websets.items_page(
+                    parts[0], cursor, limit, None if source is None else source[0]
+                )
+                return 200, page.to_json(), _JSON, {}
+            elif len(parts) == 3 and parts[1] == "items":
+                if method == "GET":
+                    return 200, self.websets.get_item_bytes(parts[0], parts[2]), _JSON, {}
+                if method == "DELETE":
+                    obj = self.websets.delete_item(parts[0], parts[2])
+                    return 200, orjson.dumps(obj), _JSON, {}
+        except WebsetNotFoundError:
+            raise _not_found("Webset not found", api_path) from None
+        except ItemNotFoundError:
+            raise _not_found("Item not found", api_path) from None
+        raise _not_found(f"Cannot {method} {api_path}", api_path)
+
+    def _webset_one(
+        self, method: str, webset: str, params: Mapping[str, list[str]], body: bytes
+    ) -> tuple[int, bytes, str, Mapping[str, str]]:
+        """GET (``expand=items``), POST (update) and DELETE of one webset."""
+        if method == "GET":
+            expand = params.get("expand") or []
+            bad = [e for e in expand if e != "items"]
+            if bad:
+                raise _bad_request(
+                    ["each value in expand must be one of the following values: items"]
+                )
+            return 200, self.websets.get_bytes(webset, expand_items=bool(expand)), _JSON, {}
+        if method == "POST":
+            update = _parse_json(body) if body.strip() else {}
+            errors = validate_webset_update(update)
+            if errors:
+                raise _bad_request(errors)
+            obj = self.websets.update(
+                webset, title=update.get("title"), metadata=update.get("metadata")
+            )
+            return 200, orjson.dumps(obj), _JSON, {}
+        if method == "DELETE":
+            return 200, orjson.dumps(self.websets.delete(webset)), _JSON, {}
+        raise _not_found(f"Cannot {method} /v0/websets/{webset}", f"/v0/websets/{webset}")
 
     def _upload(
         self, path: str, query: str, body: bytes

@@ -1,0 +1,761 @@
+"""In-memory data model of the emulated Websets and their Items (docs/exa-api.md §4).
+
+Websets are few, so each is kept as a dict (with its embedded ``searches`` and
+``enrichments`` lists) and serialized on read. Items can be millions, so, like imports, each
+is kept as its serialized JSON bytes, per webset, with a sorted list of ids. Ids are
+``<prefix>_`` + a ULID whose time part is ``createdAt``, so ascending id order is ascending
+``(createdAt, id)`` order:
+
+* websets list newest first (as recorded for ``GET /v0/websets``), a reverse slice;
+* items list oldest first (the order recorded in two item samples), a forward slice.
+
+Cursors are the bare ULID of the last object of the previous page (recorded for websets);
+the next page holds the objects strictly after it in list order, whether or not it still
+exists, so a cursor survives deletions between pages.
+
+Nothing changes by itself: searches stay as created until a later step drives them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import random
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from .store import SEED_ANCHOR, Clock, Page, _dumps, encode_ulid, iso_ms, to_ms
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ENRICHMENT_FORMATS",
+    "ItemNotFoundError",
+    "WebsetConflictError",
+    "WebsetNotFoundError",
+    "WebsetStore",
+]
+
+ENRICHMENT_FORMATS = ("text", "date", "number", "options", "email", "phone", "url")
+"""Enrichment ``format`` values (docs/exa-api.md §4.3)."""
+
+DASHBOARD_URL = "https://websets.exa.ai/websets/"
+"""Prefix of ``Webset.dashboardUrl`` (required by exa-py 2.28, docs/exa-api.md §8 item 2)."""
+
+_SEED_WINDOW_MS = 365 * 86_400_000
+
+
+class WebsetNotFoundError(KeyError):
+    """Unknown webset id or externalId."""
+
+
+class ItemNotFoundError(KeyError):
+    """Unknown item id (or an item of another webset)."""
+
+
+class WebsetConflictError(ValueError):
+    """A webset with this ``externalId`` exists already (the API answers 409)."""
+
+
+def _webset_dict(
+    id_: str,
+    status: str,
+    external_id: str | None,
+    title: str | None,
+    searches: list[dict[str, Any]],
+    enrichments: list[dict[str, Any]],
+    metadata: Mapping[str, Any],
+    created: int,
+    updated: int,
+) -> dict[str, Any]:
+    return {
+        "id": id_,
+        "object": "webset",
+        "status": status,
+        "externalId": external_id,
+        "title": title,
+        "dashboardUrl": DASHBOARD_URL + id_,
+        "searches": searches,
+        "imports": [],
+        "enrichments": enrichments,
+        "monitors": [],
+        "excludes": [],
+        "metadata": dict(metadata),
+        "createdAt": iso_ms(created),
+        "updatedAt": iso_ms(updated),
+    }
+
+
+def _search_dict(
+    id_: str,
+    webset_id: str,
+    params: Mapping[str, Any],
+    status: str,
+    found: int,
+    created: int,
+    updated: int,
+) -> dict[str, Any]:
+    count = int(params.get("count") or 10)
+    criteria = [
+        {"description": c["description"], "successRate": 100 if status == "completed" else 0}
+        for c in params.get("criteria") or []
+    ]
+    return {
+        "id": id_,
+        "object": "webset_search",
+        "status": status,
+        "websetId": webset_id,
+        "query": params["query"],
+        "entity": params.get("entity") or {"type": "company"},
+        "criteria": criteria,
+        "count": count,
+        "behavior": "override",
+        "exclude": list(params.get("exclude") or []),
+        "scope": list(params.get("scope") or []),
+        "progress": {
+            "found": found,
+            "analyzed": found,
+            "completion": 100 if status == "completed" else 0,
+            "timeLeft": None if status == "completed" else 0,
+        },
+        "recall": None,
+        "metadata": dict(params.get("metadata") or {}),
+        "canceledAt": None,
+        "canceledReason": None,
+        "createdAt": iso_ms(created),
+        "updatedAt": iso_ms(updated),
+    }
+
+
+def _enrichment_dict(
+    id_: str, webset_id: str, params: Mapping[str, Any], status: str, created: int, updated: int
+) -> dict[str, Any]:
+    description = params["description"]
+    fmt = params.get("format") or "text"
+    options = params.get("options")
+    return {
+        "id": id_,
+        "object": "webset_enrichment",
+        "status": status,
+        "websetId": webset_id,
+        "title": description[:60],
+        "description": description,
+        "format": fmt,
+        "options": [{"label": o["label"]} for o in options] if options else None,
+        "instructions": f"Find: {description}",
+        "metadata": dict(params.get("metadata") or {}),
+        "createdAt": iso_ms(created),
+        "updatedAt": iso_ms(updated),
+    }
+
+
+class _Webset:
+    """One webset: its object, and its items as bytes keyed by id plus the sorted ids."""
+
+    __slots__ = ("item_ids", "items", "obj")
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.obj = obj
+        self.items: dict[str, bytes] = {}
+        self.item_ids: list[str] = []  # ascending == oldest first == list order
+
+
+class WebsetStore:
+    """Thread-safe in-memory collection of websets and their items.
+
+    Args:
+        seed: Seed of the random generator used for ids and seeded data.
+        clock: Clock to stamp with (share the import store's so one clock drives both).
+    """
+
+    def __init__(self, seed: int = 0, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self._lock = threading.RLock()
+        self._seed = seed
+        self._rng = random.Random(f"{seed}:websets")
+        self._seed_calls = 0
+        self._websets: dict[str, _Webset] = {}
+        self._ids: list[str] = []  # ascending == oldest first
+        self._external: dict[str, str] = {}
+        self._last_stamp = 0
+        self._last_ulid: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ basics
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ids)
+
+    def item_count(self) -> int:
+        """Return the number of items over all websets."""
+        with self._lock:
+            return sum(len(w.item_ids) for w in self._websets.values())
+
+    def _stamp(self) -> int:
+        stamp = max(self.clock.now_ms(), self._last_stamp + 1)
+        self._last_stamp = stamp
+        return stamp
+
+    def _new_id(self, prefix: str, created_ms: int) -> str:
+        """``<prefix>_<ulid>`` with time part ``created_ms``, monotonic per prefix."""
+        return self._seed_id(self._rng, prefix, created_ms)
+
+    def _resolve(self, webset: str) -> _Webset:
+        """Find a webset by id or externalId (docs/exa-api.md §4.1 note on ``{webset}``)."""
+        ws = self._websets.get(webset)
+        if ws is None:
+            real = self._external.get(webset)
+            ws = self._websets.get(real) if real is not None else None
+        if ws is None:
+            raise WebsetNotFoundError(webset)
+        return ws
+
+    def _add(self, ws: _Webset) -> None:
+        id_ = ws.obj["id"]
+        self._websets[id_] = ws
+        if not self._ids or self._ids[-1] < id_:
+            self._ids.append(id_)
+        else:
+            bisect.insort(self._ids, id_)
+        if ws.obj["externalId"] is not None:
+            self._external[ws.obj["externalId"]] = id_
+
+    # ------------------------------------------------------------------ websets
+
+    def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a webset from a (validated) ``CreateWebsetParameters`` body.
+
+        The optional ``search`` becomes one embedded search in status ``created`` and the
+        webset is ``running``; without a search the webset is ``idle``. Each of
+        ``enrichments`` becomes an embedded enrichment in status ``pending``. Items only appear
+        when a later step drives the search (not emulated yet) or through :meth:`seed`.
+
+        Raises:
+            WebsetConflictError: ``externalId`` is taken (the API's 409).
+        """
+        with self._lock:
+            external = params.get("externalId")
+            if external is not None and external in self._external:
+                raise WebsetConflictError(external)
+            now = self._stamp()
+            id_ = self._new_id("webset", now)
+            searches = []
+            if params.get("search") is not None:
+                sid = self._new_id("wsearch", now)
+                searches.append(_search_dict(sid, id_, params["search"], "created", 0, now, now))
+            enrichments = [
+                _enrichment_dict(self._new_id("wenrich", now), id_, e, "pending", now, now)
+                for e in params.get("enrichments") or []
+            ]
+            obj = _webset_dict(
+                id_,
+                "running" if searches else "idle",
+                external,
+                params.get("title"),
+                searches,
+                enrichments,
+                params.get("metadata") or {},
+                now,
+                now,
+            )
+            self._add(_Webset(obj))
+            logger.debug("created %s", id_)
+            return orjson.loads(orjson.dumps(obj))  # type: ignore[no-any-return]
+
+    def get(self, webset: str, expand_items: bool = False) -> dict[str, Any]:
+        """Return a webset (by id or externalId), with all its items if ``expand_items``.
+
+        Raises:
+            WebsetNotFoundError: Unknown webset.
+        """
+        return orjson.loads(self.get_bytes(webset, expand_items))  # type: ignore[no-any-return]
+
+    def get_bytes(self, webset: str, expand_items: bool = False) -> bytes:
+        """:meth:`get` already serialized."""
+        with self._lock:
+            ws = self._resolve(webset)
+            raw = orjson.dumps(ws.obj)
+            if not expand_items:
+                return raw
+            items = b",".join(ws.items[i] for i in ws.item_ids)
+        return raw[:-1] + b',"items":[' + items + b"]}"
+
+    def page(self, cursor: str | None, limit: int, quirk_last_page: bool = False) -> Page:
+        """One page of ``GET /v0/websets``, newest first, keyset-paginated (see module doc).
+
+        ``quirk_last_page`` reproduces the imports list's recorded ``hasMore: true,
+        nextCursor: null`` on the last page; off by default, as nothing recorded it here.
+        """
+        with self._lock:
+            ids = self._ids
+            end = len(ids) if cursor is None else bisect.bisect_left(ids, "webset_" + cursor)
+            start = max(0, end - limit)
+            chosen = ids[start:end]
+            items = [orjson.dumps(self._websets[i].obj) for i in reversed(chosen)]
+        if start > 0 and chosen:
+            return Page(items, True, chosen[0].removeprefix("webset_"))
+        return Page(items, quirk_last_page, None)
+
+    def update(
+        self, webset: str, title: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Apply ``POST /v0/websets/{id}``: set title and/or replace metadata, bump updatedAt.
+
+        Raises:
+            WebsetNotFoundError: Unknown webset.
+        """
+        with self._lock:
+            ws = self._resolve(webset)
+            if title is not None:
+                ws.obj["title"] = title
+            if metadata is not None:
+                ws.obj["metadata"] = dict(metadata)
+            ws.obj["updatedAt"] = iso_ms(max(self._stamp(), to_ms(ws.obj["updatedAt"]) + 1))
+            return self.get(ws.obj["id"])
+
+    def delete(self, webset: str) -> dict[str, Any]:
+        """Delete a webset and its items; return it as it was (without items).
+
+        Raises:
+            WebsetNotFoundError: Unknown webset.
+        """
+        with self._lock:
+            ws = self._resolve(webset)
+            obj = self.get(ws.obj["id"])
+            del self._websets[obj["id"]]
+            del self._ids[bisect.bisect_left(self._ids, obj["id"])]
+            if obj["externalId"] is not None:
+                self._external.pop(obj["externalId"], None)
+            return obj
+
+    def ids(self) -> list[str]:
+        """Return all webset ids in list order (newest first)."""
+        with self._lock:
+            return self._ids[::-1]
+
+    # ------------------------------------------------------------------ items
+
+    def items_page(
+        self, webset: str, cursor: str | None, limit: int, source_id: str | None = None
+    ) -> Page:
+        """One page of ``GET /v0/websets/{webset}/items``, oldest first, keyset-paginated.
+
+        Args:
+            webset: Webset id or externalId.
+            cursor: ``None`` or the bare ULID of the last item of the previous page.
+            limit: Page size (validated by the caller).
+            source_id: Only items whose ``sourceId`` is this (a search or import id).
+
+        Raises:
+            WebsetNotFoundError: Unknown webset.
+        """
+        with self._lock:
+            ws = self._resolve(webset)
+            ids = ws.item_ids
+            pos = 0 if cursor is None else bisect.bisect_right(ids, "witem_" + cursor)
+            data = ws.items
+            if source_id is None:
+                chosen = ids[pos : pos + limit]
+                more = pos + limit < len(ids)
+            else:
+                needle = b'"sourceId":' + orjson.dumps(source_id)
+                chosen = []
+                more = False
+                for i in ids[pos:]:
+                    if needle in data[i]:
+                        if len(chosen) == limit:
+                            more = True
+                            break
+                        chosen.append(i)
+            items = [data[i] for i in chosen]
+        if more and chosen:
+            return Page(items, True, chosen[-1].removeprefix("witem_"))
+        return Page(items, False, None)
+
+    def get_item_bytes(self, webset: str, item_id: str) -> bytes:
+        """Return one item's bytes.
+
+        Raises:
+            WebsetNotFoundError: Unknown webset. ItemNotFoundError: unknown item.
+        """
+        with self._lock:
+            raw = self._resolve(webset).items.get(item_id)
+        if raw is None:
+            raise ItemNotFoundError(item_id)
+        return raw
+
+    def delete_item(self, webset: str, item_id: str) -> dict[str, Any]:
+        """Delete one item and return it as it was.
+
+        Raises:
+            WebsetNotFoundError: Unknown webset. ItemNotFoundError: unknown item.
+        """
+        with self._lock:
+            ws = self._resolve(webset)
+            raw = ws.items.pop(item_id, None)
+            if raw is None:
+                raise ItemNotFoundError(item_id)
+            del ws.item_ids[bisect.bisect_left(ws.item_ids, item_id)]
+        return orjson.loads(raw)  # type: ignore[no-any-return]
+
+    def item_ids(self, webset: str) -> list[str]:
+        """Return the item ids of a webset in list order (oldest first)."""
+        with self._lock:
+            return list(self._resolve(webset).item_ids)
+
+    # ------------------------------------------------------------------ seeding
+
+    def seed(self, websets: int, items_per_webset: int) -> None:
+        """Add ``websets`` realistic websets with ``items_per_webset`` items each.
+
+        Deterministic for the store seed (and the number of earlier :meth:`seed` calls). Each
+        webset is ``idle`` with one completed search (``progress.found`` = its items), two
+        criteria, one completed enrichment whose result every item carries, and items of the
+        search's entity type with evaluations and references. createdAt values are spread over
+        the 365 days before :data:`~exa_source.emulator.store.SEED_ANCHOR`; items follow their
+        webset at about one a second.
+        """
+        with self._lock:
+            rng = random.Random(f"{self._seed}:websets-seed:{self._seed_calls}")
+            self._seed_calls += 1
+            anchor = to_ms(SEED_ANCHOR)
+            step = _SEED_WINDOW_MS / max(websets, 1)
+            for w in range(websets):
+                created = int(anchor - _SEED_WINDOW_MS + w * step + rng.random() * step / 2)
+                self._seed_one(rng, w, created, items_per_webset)
+            logger.info(
+                "seeded %d websets x %d items (total %d websets)",
+                websets,
+                items_per_webset,
+                len(self._ids),
+            )
+
+    def _seed_one(self, rng: random.Random, n: int, created: int, count: int) -> None:
+        etype = _ENTITY_CYCLE[n % len(_ENTITY_CYCLE)]
+        topic = rng.choice(_TOPICS)
+        id_ = self._seed_id(rng, "webset", created)
+        entity: dict[str, Any] = {"type": etype}
+        if etype == "custom":
+            entity["description"] = "Open-source repositories"
+        criteria = [{"description": c} for c in rng.sample(_CRITERIA[etype], 2)]
+        done = created + count * 1000 + 5000
+        sid = self._seed_id(rng, "wsearch", created)
+        query = f"{_QUERY_NOUN[etype]} {topic}"
+        search = _search_dict(
+            sid,
+            id_,
+            {"query": query, "count": max(count, 1), "entity": entity, "criteria": criteria},
+            "completed",
+            count,
+            created,
+            done,
+        )
+        enr_desc, enr_fmt = _ENRICHMENTS[etype][n % len(_ENRICHMENTS[etype])]
+        eid = self._seed_id(rng, "wenrich", created + 1)
+        enrichment = _enrichment_dict(
+            eid,
+            id_,
+            {"description": enr_desc, "format": enr_fmt, "options": _OPTIONS.get(enr_fmt)},
+            "completed",
+            created + 1,
+            done,
+        )
+        meta = {"owner": rng.choice(("alice", "bob", "carol")), "team": "growth"}
+        obj = _webset_dict(
+            id_,
+            "idle",
+            f"ext-{self._seed}-{self._seed_calls}-{n}",
+            f"{_QUERY_NOUN[etype].capitalize()} {topic}",
+            [search],
+            [enrichment],
+            meta if n % 3 else {},
+            created,
+            done,
+        )
+        ws = _Webset(obj)
+        make = _PROPERTIES[etype]
+        rand = rng.random
+        crit_texts = [c["description"] for c in criteria]
+        ids = ws.item_ids
+        data = ws.items
+        t = created + 2000
+        for i in range(count):
+            t += 200 + int(rand() * 1600)
+            item_id = self._seed_id(rng, "witem", t)
+            slug = f"{n}-{i}"
+            props = make(rng, slug)
+            url = props["url"]
+            evaluations = [
+                {
+                    "criterion": c,
+                    "reasoning": f"The source states that it {c.lower()}.",
+                    "satisfied": "yes" if rand() < 0.9 else "unclear",
+                    "references": [{"title": "Source", "snippet": c, "url": url}],
+                }
+                for c in crit_texts
+            ]
+            result = _enrichment_value(rng, enr_fmt, slug)
+            enriched = t + 1000 + int(rand() * 60_000)
+            data[item_id] = _dumps(
+                {
+                    "id": item_id,
+                    "object": "webset_item",
+                    "source": "search",
+                    "sourceId": sid,
+                    "websetId": id_,
+                    "properties": props,
+                    "evaluations": evaluations,
+                    "enrichments": [
+                        {
+                            "object": "enrichment_result",
+                            "status": "completed",
+                            "format": enr_fmt,
+                            "result": result,
+                            "reasoning": None if result is None else "Found on the website.",
+                            "references": []
+                            if result is None
+                            else [{"title": None, "snippet": None, "url": url}],
+                            "enrichmentId": eid,
+                        }
+                    ],
+                    "createdAt": iso_ms(t),
+                    "updatedAt": iso_ms(enriched),
+                }
+            )
+            ids.append(item_id)
+        self._add(ws)
+
+    def _seed_id(self, rng: random.Random, prefix: str, created: int) -> str:
+        """``<prefix>_<ulid>`` whose time part is ``created``; monotonic within one ms.
+
+        Like the ULID spec's monotonic generator (and imports), so the id's time part always
+        equals ``createdAt`` and id order stays ``(createdAt, id)`` order even when a second
+        :meth:`seed` call goes back in time.
+        """
+        value = (created << 80) | rng.getrandbits(80)
+        last = self._last_ulid.get(prefix, 0)
+        if created == last >> 80 and value <= last:
+            value = last + 1
+        self._last_ulid[prefix] = value
+        return f"{prefix}_{encode_ulid(value)}"
+
+
+# ---------------------------------------------------------------------- sample data
+
+_ENTITY_CYCLE = ("company", "person", "company", "article", "research_paper", "person", "custom")
+_TOPICS = (
+    "in fintech in Europe",
+    "building climate software",
+    "in healthcare AI",
+    "selling to developers",
+    "in B2B SaaS in the US",
+    "working on robotics",
+    "in cybersecurity",
+    "in logistics",
+)
+_QUERY_NOUN = {
+    "company": "companies",
+    "person": "people",
+    "article": "articles about startups",
+    "research_paper": "papers about models",
+    "custom": "repositories",
+}
+_CRITERIA: dict[str, tuple[str, ...]] = {
+    "company": ("Has more than 50 employees", "Raised a Series A", "Is headquartered in Europe"),
+    "person": ("Works in engineering leadership", "Is based in Europe", "Has 5+ years experience"),
+    "article": ("Was published in 2026", "Mentions a funding round", "Names the founders"),
+    "research_paper": ("Is peer reviewed", "Reports benchmark results", "Has open code"),
+    "custom": ("Has more than 100 stars", "Was updated this year", "Has a permissive license"),
+}
+_ENRICHMENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "company": (("Annual revenue in USD", "number"), ("Company stage", "options")),
+    "person": (("Work email address", "email"), ("Current seniority", "options")),
+    "article": (("Publication date", "date"), ("One-line summary", "text")),
+    "research_paper": (("Number of citations", "number"), ("Code repository URL", "url")),
+    "custom": (("Main programming language", "text"), ("Maintainer contact", "email")),
+}
+_OPTIONS = {"options": [{"label": "Seed"}, {"label": "Growth"}, {"label": "Late"}]}
+_FIRST = ("Ada", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jonas")
+_LAST = ("Almeida", "Berg", "Chen", "Dubois", "Evans", "Fischer", "Garcia", "Haddad", "Ito")
+_POSITIONS = ("CTO", "VP Engineering", "Head of Data", "Staff Engineer", "Founder", "CEO")
+_CITIES = ("Berlin, Germany", "London, UK", "Paris, France", "New York, US", "Lisbon, Portugal")
+_INDUSTRIES = ("Software", "Financial Services", "Healthcare", "Energy", "Logistics")
+_WORDS = ("Nova", "Quanta", "Helio", "Arbor", "Vector", "Lumen", "Orbit", "Tessel", "Kite")
+_SUFFIX = ("Labs", "AI", "Systems", "Health", "Pay", "Robotics", "Cloud")
+
+
+def _company_name(rng: random.Random) -> str:
+    return f"{rng.choice(_WORDS)} {rng.choice(_SUFFIX)}"
+
+
+def _company(rng: random.Random, slug: str) -> dict[str, Any]:
+    name = _company_name(rng)
+    return {
+        "type": "company",
+        "url": f"https://{name.lower().replace(' ', '')}-{slug}.example.com",
+        "description": f"{name} builds tools for its industry.",
+        "content": None,
+        "company": {
+            "name": name,
+            "location": rng.choice(_CITIES),
+            "employees": rng.randint(5, 5000),
+            "industry": rng.choice(_INDUSTRIES),
+            "about": f"{name} is a {rng.choice(_INDUSTRIES).lower()} company.",
+            "logoUrl": None,
+        },
+    }
+
+
+def _person(rng: random.Random, slug: str) -> dict[str, Any]:
+    name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+    company = _company_name(rng)
+    return {
+        "type": "person",
+        "url": f"https://www.linkedin.com/in/{name.lower().replace(' ', '-')}-{slug}",
+        "description": f"{name} leads a team at {company}.",
+        "person": {
+            "name": name,
+            "location": rng.choice(_CITIES),
+            "position": rng.choice(_POSITIONS),
+            "company": {"name": company, "location": rng.choice(_CITIES)},
+            "pictureUrl": None,
+        },
+    }
+
+
+def _document(key: str, host: str) -> Any:
+    def make(rng: random.Random, slug: str) -> dict[str, Any]:
+        title = f"{_company_name(rng)} {rng.choice(('raises', 'launches', 'studies', 'ships'))}"
+        return {
+            "type": key if key != "researchPaper" else "research_paper",
+            "url": f"https://{host}/{slug}",
+            "description": f"{title}: relevant to the query.",
+            "content": None,
+            key: {
+                "title": title,
+                "author": f"{rng.choice(_FIRST)} {rng.choice(_LAST)}",
+                "publishedAt": f"2026-{rng.randint(1, 9):02d}-{rng.randint(1, 28):02d}",
+            },
+        }
+
+    return make
+
+
+_PROPERTIES: dict[str, Any] = {
+    "company": _company,
+    "person": _person,
+    "article": _document("article", "news.example.com"),
+    "research_paper": _document("researchPaper", "arxiv.example.org"),
+    "custom": _document("custom", "github.example.com"),
+}
+
+
+def _enrichment_value(rng: random.Random, fmt: str, slug: str) -> list[str] | None:
+    r = rng.random()
+    if r < 0.05:
+        return None  # not found: result null, as the API reports an unsuccessful enrichment
+    if fmt == "number":
+        return [str(rng.randint(1, 10_000_000))]
+    if fmt == "options":
+        return [rng.choice(("Seed", "Growth", "Late"))]
+    if fmt == "email":
+        return [f"contact-{slug}@example.com"]
+    if fmt == "date":
+        return [f"2026-{rng.randint(1, 9):02d}-{rng.randint(1, 28):02d}"]
+    if fmt == "url":
+        return [f"https://code.example.com/{slug}"]
+    return [rng.choice(("Python", "Rust", "Go", "TypeScript"))]
+
+
+def validate_webset_create(body: Any) -> list[str]:
+    """Validate a ``CreateWebsetParameters`` body; class-validator-style messages, [] if valid."""
+    if not isinstance(body, dict):
+        return ["request body must be an object"]
+    allowed = {"title", "search", "import", "enrichments", "exclude", "externalId", "metadata"}
+    errors = [f"property {k} should not exist" for k in body if k not in allowed]
+    for name in ("title", "externalId"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            errors.append(f"{name} must be a string")
+    search = body.get("search")
+    if search is not None:
+        if not isinstance(search, dict):
+            errors.append("search must be an object")
+        else:
+            query = search.get("query")
+            if not isinstance(query, str) or not 1 <= len(query) <= 5000:
+                errors.append("search.query must be a string of 1 to 5000 characters")
+            count = search.get("count")
+            if count is not None and (
+                not isinstance(count, int) or isinstance(count, bool) or count < 1
+            ):
+                errors.append("search.count must be a positive integer")
+            entity = search.get("entity")
+            if entity is not None and (
+                not isinstance(entity, dict)
+                or entity.get("type")
+                not in ("company", "person", "article", "research_paper", "custom")
+            ):
+                errors.append("search.entity.type must be a valid entity type")
+            criteria = search.get("criteria")
+            if criteria is not None and (
+                not isinstance(criteria, list)
+                or not all(
+                    isinstance(c, dict) and isinstance(c.get("description"), str) for c in criteria
+                )
+            ):
+                errors.append("search.criteria must be a list of {description}")
+    enrichments = body.get("enrichments")
+    if enrichments is not None:
+        if not isinstance(enrichments, list):
+            errors.append("enrichments must be an array")
+        else:
+            for i, e in enumerate(enrichments):
+                errors.extend(_enrichment_errors(e, f"enrichments.{i}"))
+    metadata = body.get("metadata")
+    if metadata is not None:
+        errors.extend(_metadata_errors(metadata))
+    return errors
+
+
+def _enrichment_errors(e: Any, where: str) -> list[str]:
+    if not isinstance(e, dict):
+        return [f"{where} must be an object"]
+    errors = []
+    if not isinstance(e.get("description"), str) or not e["description"]:
+        errors.append(f"{where}.description must be a non-empty string")
+    if e.get("format") is not None and e["format"] not in ENRICHMENT_FORMATS:
+        errors.append(
+            f"{where}.format must be one of the following values: " + ", ".join(ENRICHMENT_FORMATS)
+        )
+    options = e.get("options")
+    if options is not None and (
+        not isinstance(options, list)
+        or not all(isinstance(o, dict) and isinstance(o.get("label"), str) for o in options)
+    ):
+        errors.append(f"{where}.options must be a list of {{label}}")
+    return errors
+
+
+def _metadata_errors(value: Any) -> list[str]:
+    if not isinstance(value, dict):
+        return ["metadata must be an object"]
+    return [
+        f"metadata.{k} must be a string of at most 1000 characters"
+        for k, v in value.items()
+        if not isinstance(v, str) or len(v) > 1000
+    ]
+
+
+def validate_webset_update(body: Any) -> list[str]:
+    """Validate an ``UpdateWebsetRequest`` body (``title``, ``metadata``)."""
+    if not isinstance(body, dict):
+        return ["request body must be an object"]
+    errors = [f"property {k} should not exist" for k in body if k not in ("title", "metadata")]
+    if body.get("title") is not None and not isinstance(body["title"], str):
+        errors.append("title must be a string")
+    if body.get("metadata") is not None:
+        errors.extend(_metadata_errors(body["metadata"]))
+    return errors
