@@ -1,6 +1,7 @@
 """Offline emulator of the Exa Websets API: imports, websets and their items.
 
-Routes: ``/websets/v0/imports`` and ``/websets/v0/websets`` (with ``.../{webset}/items``).
+Routes: ``/websets/v0/imports``, ``/websets/v0/websets`` (with ``.../{webset}/items``) and
+``/websets/v0/events``.
 
 Faithful to the recorded real behaviour described in ``docs/exa-api.md``, quirks included, and
 fast enough never to be the bottleneck of a benchmark. Use it in-process::
@@ -14,6 +15,7 @@ or as a process: ``python -m exa_source.emulator --port 0 --api-key k --imports 
 --websets 5 --items-per-webset 200``.
 """
 
+from .events import EVENT_TYPES, RETENTION_MS, EventLog, EventNotFoundError
 from .server import (
     IDLE_TIMEOUT_S,
     MAX_BODY_BYTES,
@@ -45,15 +47,19 @@ from .websets import ItemNotFoundError, WebsetConflictError, WebsetNotFoundError
 __all__ = [
     "CLOCK_MAX",
     "CLOCK_MIN",
+    "EVENT_TYPES",
     "IDLE_TIMEOUT_S",
     "MAX_BODY_BYTES",
     "MAX_UPLOAD_BYTES",
+    "RETENTION_MS",
     "SEED_ANCHOR",
     "TIME_MAX",
     "TIME_MIN",
     "Clock",
     "Emulator",
     "EmulatorStats",
+    "EventLog",
+    "EventNotFoundError",
     "Fault",
     "FaultKind",
     "FaultList",

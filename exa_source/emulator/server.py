@@ -72,6 +72,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from .events import EVENT_TYPES, EventLog, EventNotFoundError
 from .store import (
     ENTITY_TYPES,
     ImportNotFoundError,
@@ -79,6 +80,8 @@ from .store import (
     TimeRangeError,
     is_ulid,
     iso_ms,
+    parse_time,
+    to_ms,
 )
 from .websets import (
     ItemNotFoundError,
@@ -113,6 +116,7 @@ FaultKind = Literal["status", "html", "slow", "reset", "malformed", "mutate"]
 LIST_ROUTE = "/websets/v0/imports"
 _IMPORTS = "/websets/v0/imports"
 _WEBSETS = "/websets/v0/websets"
+_EVENTS = "/websets/v0/events"
 _JSON = "application/json; charset=utf-8"
 _MAX_SIZE = (
     50_000_000  # CreateImportParameters.size maximum, bytes (docs/exa-api.md §3.2, §8 item 8)
@@ -510,6 +514,18 @@ def _parse_cursor(values: list[str] | None) -> str | None:
     return cursor
 
 
+def _parse_instant(values: list[str] | None, name: str) -> int | None:
+    """Parse an ISO-8601 query timestamp (``createdAfter``/``createdBefore``) to epoch ms."""
+    if values is None:
+        return None
+    try:
+        if len(values) != 1:
+            raise ValueError(name)
+        return to_ms(parse_time(values[0]))
+    except ValueError:  # TimeRangeError included
+        raise _bad_request([f"{name} must be a valid ISO 8601 date string"]) from None
+
+
 def _body_length(headers: Message, path: str) -> int:
     """Return the declared body length of a request, refusing bodies the emulator won't read.
 
@@ -761,7 +777,10 @@ class Emulator:
         self.quirk_last_page = quirk_last_page
         self.no_credits_keys = frozenset(no_credits_keys)
         self.store = store if store is not None else ImportStore(seed=seed, imports=imports)
-        self.websets = WebsetStore(seed=seed, clock=self.store.clock)
+        if self.store.events is None:
+            self.store.events = EventLog(seed=seed, clock=self.store.clock)
+        self.events: EventLog = self.store.events
+        self.websets = WebsetStore(seed=seed, clock=self.store.clock, events=self.events)
         if websets:
             self.websets.seed(websets, items_per_webset)
         self.faults = FaultList()
@@ -907,6 +926,8 @@ class Emulator:
         if path.startswith(_IMPORTS):
             rest = path[len(_IMPORTS) :].strip("/")
             return LIST_ROUTE if not rest else _IMPORTS + "/{id}"
+        if path.startswith(_EVENTS):
+            return _EVENTS if not path[len(_EVENTS) :].strip("/") else _EVENTS + "/{id}"
         if path.startswith(_WEBSETS):
             parts = path[len(_WEBSETS) :].strip("/").split("/")
             names = ("", "/{id}", "/{id}/items", "/{id}/items/{item}")
@@ -969,6 +990,8 @@ class Emulator:
                     return 201, self._create(body), _JSON, {}
             elif path == _WEBSETS or path.startswith(_WEBSETS + "/"):
                 return self._websets_route(method, path, query, body, api_path)
+            elif (path == _EVENTS or path.startswith(_EVENTS + "/")) and method == "GET":
+                return self._events_route(path, query, api_path)
             elif path.startswith(_IMPORTS + "/"):
                 import_id = path[len(_IMPORTS) + 1 :].rstrip("/")
                 if "/" not in import_id and import_id:
@@ -1154,6 +1177,39 @@ class Emulator:
         if method == "DELETE":
             return 200, orjson.dumps(self.websets.delete(webset)), _JSON, {}
         raise _not_found(f"Cannot {method} /v0/websets/{webset}", f"/v0/websets/{webset}")
+
+    def _events_route(
+        self, path: str, query: str, api_path: str
+    ) -> tuple[int, bytes, str, Mapping[str, str]]:
+        """Serve ``GET /v0/events`` and ``GET /v0/events/{id}`` (docs/exa-api.md §4.6).
+
+        ``types`` is a repeated key (``types=a&types=b``, what exa-py and exa-js send);
+        ``types[]`` (the bracket form some clients use for arrays) is accepted as well.
+        ``createdAfter`` and ``createdBefore`` are ISO-8601 and both inclusive.
+        """
+        rest = path[len(_EVENTS) :].strip("/")
+        if rest:
+            if "/" in rest:
+                raise _not_found(f"Cannot GET {api_path}", api_path)
+            try:
+                return 200, self.events.get_bytes(rest), _JSON, {}
+            except EventNotFoundError:
+                raise _not_found("Event not found", api_path) from None
+        params = parse_qs(query, keep_blank_values=True)
+        limit = _parse_limit(params.get("limit"), 25, 200)
+        cursor = _parse_cursor(params.get("cursor"))
+        types = [*params.get("types", []), *params.get("types[]", [])]
+        if any(t not in EVENT_TYPES for t in types):
+            raise _bad_request(
+                [
+                    "each value in types must be one of the following values: "
+                    + ", ".join(EVENT_TYPES)
+                ]
+            )
+        after = _parse_instant(params.get("createdAfter"), "createdAfter")
+        before = _parse_instant(params.get("createdBefore"), "createdBefore")
+        page = self.events.page(cursor, limit, types, after, before)
+        return 200, page.to_json(), _JSON, {}
 
     def _upload(
         self, path: str, query: str, body: bytes

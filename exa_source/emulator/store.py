@@ -30,9 +30,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from .events import EventLog
 
 logger = logging.getLogger(__name__)
 
@@ -443,6 +446,9 @@ class ImportStore:
         self._uploads: dict[str, _UploadInfo] = {}
         self._last_stamp = 0
         self._last_ulid = 0
+        self.events: EventLog | None = None
+        """Where ``import.created`` / ``import.completed`` go (the :class:`Emulator` sets its
+        log here); seeded imports emit none."""
         if imports:
             self.seed(imports)
 
@@ -640,7 +646,10 @@ class ImportStore:
             )
             token = hashlib.sha256(self._secret + id_.encode()).hexdigest()
             self._uploads[id_] = _UploadInfo(token, csv_identifier, size, created + UPLOAD_VALID_MS)
-            self._insert(id_, _dumps(obj))
+            raw = _dumps(obj)
+            self._insert(id_, raw)
+            if self.events is not None:
+                self.events.emit("import.created", raw, created)
             logger.debug("created %s", id_)
             return obj
 
@@ -748,6 +757,9 @@ class ImportStore:
             if count is not None:
                 obj["count"] = count
             self._save(obj)
+            if status == "completed" and self.events is not None:
+                # docs/exa-api.md §3.7: only completion has an event (no import.failed).
+                self.events.emit("import.completed", self._data[import_id], stamp)
             return obj
 
     def upload(self, import_id: str, body: bytes) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from .events import EventLog
 from .store import SEED_ANCHOR, Clock, Page, _dumps, encode_ulid, iso_ms, to_ms
 
 logger = logging.getLogger(__name__)
@@ -169,10 +170,15 @@ class WebsetStore:
     Args:
         seed: Seed of the random generator used for ids and seeded data.
         clock: Clock to stamp with (share the import store's so one clock drives both).
+        events: Event log to record ``webset.*`` events in (a new one on ``clock`` by
+            default; share the emulator's so imports and websets land in one log).
     """
 
-    def __init__(self, seed: int = 0, clock: Clock | None = None) -> None:
+    def __init__(
+        self, seed: int = 0, clock: Clock | None = None, events: EventLog | None = None
+    ) -> None:
         self.clock = clock or Clock()
+        self.events = events if events is not None else EventLog(seed=seed, clock=self.clock)
         self._lock = threading.RLock()
         self._seed = seed
         self._rng = random.Random(f"{seed}:websets")
@@ -262,6 +268,9 @@ class WebsetStore:
                 now,
             )
             self._add(_Webset(obj))
+            emitted = [("webset.created", orjson.dumps(obj), now)]
+            emitted.extend(("webset.search.created", orjson.dumps(s), now) for s in searches)
+            self.events.emit_many(emitted)
             logger.debug("created %s", id_)
             return orjson.loads(orjson.dumps(obj))  # type: ignore[no-any-return]
 
@@ -329,6 +338,7 @@ class WebsetStore:
             del self._ids[bisect.bisect_left(self._ids, obj["id"])]
             if obj["externalId"] is not None:
                 self._external.pop(obj["externalId"], None)
+            self.events.emit("webset.deleted", orjson.dumps(obj), self._stamp())
             return obj
 
     def ids(self) -> list[str]:
@@ -423,9 +433,11 @@ class WebsetStore:
             self._seed_calls += 1
             anchor = to_ms(SEED_ANCHOR)
             step = _SEED_WINDOW_MS / max(websets, 1)
+            emitted: list[tuple[str, bytes, int]] = []
             for w in range(websets):
                 created = int(anchor - _SEED_WINDOW_MS + w * step + rng.random() * step / 2)
-                self._seed_one(rng, w, created, items_per_webset)
+                self._seed_one(rng, w, created, items_per_webset, emitted)
+            self.events.emit_many(emitted)
             logger.info(
                 "seeded %d websets x %d items (total %d websets)",
                 websets,
@@ -433,7 +445,23 @@ class WebsetStore:
                 len(self._ids),
             )
 
-    def _seed_one(self, rng: random.Random, n: int, created: int, count: int) -> None:
+    def _seed_one(
+        self,
+        rng: random.Random,
+        n: int,
+        created: int,
+        count: int,
+        emitted: list[tuple[str, bytes, int]],
+    ) -> None:
+        """Build one seeded webset and append the events that made it to ``emitted``.
+
+        The events: ``webset.created`` (the webset as created: ``running``, its search
+        ``created``, its enrichment ``pending``) and ``webset.search.created`` at
+        ``createdAt``; per item ``webset.item.created`` at its ``createdAt`` and
+        ``webset.item.enriched`` at its ``updatedAt``; then ``webset.search.completed`` and
+        ``webset.idle`` once the last item is enriched. Item events share the item's bytes
+        (the item as it is now, enrichment result included) so they cost no copy.
+        """
         etype = _ENTITY_CYCLE[n % len(_ENTITY_CYCLE)]
         topic = rng.choice(_TOPICS)
         id_ = self._seed_id(rng, "webset", created)
@@ -482,6 +510,8 @@ class WebsetStore:
         ids = ws.item_ids
         data = ws.items
         t = created + 2000
+        last = done
+        emitted.extend(_creation_events(obj, created))
         for i in range(count):
             t += 200 + int(rand() * 1600)
             item_id = self._seed_id(rng, "witem", t)
@@ -526,7 +556,13 @@ class WebsetStore:
                 }
             )
             ids.append(item_id)
+            raw = data[item_id]
+            emitted.append(("webset.item.created", raw, t))
+            emitted.append(("webset.item.enriched", raw, enriched))
+            last = max(last, enriched)
         self._add(ws)
+        emitted.append(("webset.search.completed", orjson.dumps(search), last + 1))
+        emitted.append(("webset.idle", orjson.dumps(obj), last + 1))
 
     def _seed_id(self, rng: random.Random, prefix: str, created: int) -> str:
         """``<prefix>_<ulid>`` whose time part is ``created``; monotonic within one ms.
@@ -541,6 +577,24 @@ class WebsetStore:
             value = last + 1
         self._last_ulid[prefix] = value
         return f"{prefix}_{encode_ulid(value)}"
+
+
+def _creation_events(obj: dict[str, Any], created: int) -> list[tuple[str, bytes, int]]:
+    """``webset.created`` and ``webset.search.created`` of a seeded webset, as it was then."""
+    start: dict[str, Any] = orjson.loads(orjson.dumps(obj))
+    stamp = iso_ms(created)
+    start["status"] = "running"
+    start["updatedAt"] = stamp
+    for search in start["searches"]:
+        search.update(status="created", updatedAt=stamp)
+        search["progress"] = {"found": 0, "analyzed": 0, "completion": 0, "timeLeft": 0}
+        for criterion in search["criteria"]:
+            criterion["successRate"] = 0
+    for enrichment in start["enrichments"]:
+        enrichment.update(status="pending", createdAt=stamp, updatedAt=stamp)
+    out = [("webset.created", orjson.dumps(start), created)]
+    out.extend(("webset.search.created", orjson.dumps(s), created) for s in start["searches"])
+    return out
 
 
 # ---------------------------------------------------------------------- sample data
