@@ -21,11 +21,12 @@ import bisect
 import random
 import threading
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
 
-from .store import Clock, Page, encode_ulid, iso_ms
+from .store import Clock, Page, encode_ulid, is_ulid, iso_ms
 
 __all__ = [
     "EVENT_TYPES",
@@ -61,6 +62,14 @@ RETENTION_MS = 60 * 86_400_000
 """Events older than this (emulator clock) are gone, as the API keeps events 60 days."""
 
 _PREFIX = "event_"
+_FROM_CROCKFORD = str.maketrans(
+    "0123456789abcdefghjkmnpqrstvwxyz", "0123456789abcdefghijklmnopqrstuv"
+)
+
+
+def _ulid_value(text: str) -> int:
+    """Decode a lowercase ULID (checked with ``is_ulid``) to its 128-bit value."""
+    return int(text.translate(_FROM_CROCKFORD), 32)
 
 
 class EventNotFoundError(KeyError):
@@ -68,7 +77,7 @@ class EventNotFoundError(KeyError):
 
 
 class _Event(NamedTuple):
-    id: str
+    id: int  # the ULID value: ids are encoded only when served (seeding makes 200k)
     type: str
     created: int
     data: bytes
@@ -77,8 +86,8 @@ class _Event(NamedTuple):
 def _envelope(event: _Event) -> bytes:
     return b"".join(
         (
-            b'{"id":"',
-            event.id.encode(),
+            b'{"id":"event_',
+            encode_ulid(event.id).encode(),
             b'","object":"event","type":"',
             event.type.encode(),
             b'","data":',
@@ -102,21 +111,21 @@ class EventLog:
         self.clock = clock or Clock()
         self._lock = threading.Lock()
         self._rng = random.Random(f"{seed}:events")
-        self._events: dict[str, _Event] = {}
-        self._ids: list[str] = []  # ascending == oldest first
-        self._by_type: dict[str, list[str]] = {}
+        self._events: dict[int, _Event] = {}
+        self._ids: list[int] = []  # ULID values, ascending == oldest first
+        self._by_type: dict[str, list[int]] = {}
         self._last_ulid = 0
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._ids)
 
-    def _new_id(self, created: int) -> str:
+    def _new_id(self, created: int) -> int:
         value = (created << 80) | self._rng.getrandbits(80)
         if created == self._last_ulid >> 80 and value <= self._last_ulid:
             value = self._last_ulid + 1
         self._last_ulid = value
-        return _PREFIX + encode_ulid(value)
+        return value
 
     def emit(self, type_: str, data: bytes, at: int) -> str:
         """Record one event of ``type_`` carrying ``data`` (the object's JSON) at ``at`` ms.
@@ -130,37 +139,37 @@ class EventLog:
         Returns:
             The new event id.
         """
-        return self.emit_many([(type_, data, at)])[0]
+        with self._lock:
+            event = _Event(self._new_id(max(at, 0)), type_, max(at, 0), data)
+            self._insert([event])
+        return _PREFIX + encode_ulid(event.id)
 
-    def emit_many(self, events: Iterable[tuple[str, bytes, int]]) -> list[str]:
-        """Record several events at once (seeding); they may go back in time.
+    def emit_many(self, events: Iterable[tuple[str, bytes, int]]) -> None:
+        """Record several ``(type, data, at)`` events at once (seeding).
 
-        Returns:
-            Their ids, oldest first.
+        They may go back in time; events with the same ``at`` keep their given order.
         """
         with self._lock:
             new: list[_Event] = []
-            for type_, data, at in sorted(events, key=lambda e: e[2]):
+            for type_, data, at in sorted(events, key=itemgetter(2)):
                 at = max(at, 0)
                 new.append(_Event(self._new_id(at), type_, at, data))
             self._insert(new)
-            return [e.id for e in new]
 
     def _insert(self, new: Sequence[_Event]) -> None:
         if not new:
             return
         self._events.update((e.id, e) for e in new)
         _merge(self._ids, [e.id for e in new])
-        groups: dict[str, list[str]] = {}
+        groups: dict[str, list[int]] = {}
         for e in new:
             groups.setdefault(e.type, []).append(e.id)
         for type_, ids in groups.items():
             _merge(self._by_type.setdefault(type_, []), ids)
 
-    def _floor_id(self, created_after: int | None) -> str:
-        """Smallest id still listed: retention and ``createdAfter`` (inclusive)."""
-        floor = max(self.clock.now_ms() - RETENTION_MS, created_after or 0, 0)
-        return _PREFIX + encode_ulid(floor << 80)
+    def _floor_id(self, created_after: int | None) -> int:
+        """Smallest id value still listed: retention and ``createdAfter`` (inclusive)."""
+        return max(self.clock.now_ms() - RETENTION_MS, created_after or 0, 0) << 80
 
     def get_bytes(self, event_id: str) -> bytes:
         """Return one event as the API would.
@@ -168,9 +177,13 @@ class EventLog:
         Raises:
             EventNotFoundError: Unknown event, or older than the retention.
         """
+        ulid = event_id.removeprefix(_PREFIX)
+        if len(ulid) == len(event_id) or not is_ulid(ulid):
+            raise EventNotFoundError(event_id)
+        value = _ulid_value(ulid)
         with self._lock:
-            event = self._events.get(event_id)
-            if event is None or event_id < self._floor_id(None):
+            event = self._events.get(value)
+            if event is None or value < self._floor_id(None):
                 raise EventNotFoundError(event_id)
         return _envelope(event)
 
@@ -185,7 +198,8 @@ class EventLog:
         """One page of ``GET /v0/events``, newest first.
 
         Args:
-            cursor: ``None`` or the bare ULID of the last event of the previous page.
+            cursor: ``None`` or the bare ULID of the last event of the previous page
+                (validated by the caller).
             limit: Page size (validated by the caller).
             types: Only these event types (any of them); all when empty.
             created_after: Only events created at or after this (epoch ms, inclusive).
@@ -200,11 +214,11 @@ class EventLog:
             if created_before is not None:
                 if created_before < 0:
                     return Page([], False, None)
-                high = _PREFIX + encode_ulid((created_before + 1) << 80)
-            if cursor is not None and (high is None or _PREFIX + cursor < high):
-                high = _PREFIX + cursor
+                high = (created_before + 1) << 80
+            if cursor is not None and (high is None or _ulid_value(cursor) < high):
+                high = _ulid_value(cursor)
             lists = [self._ids] if not types else [self._by_type.get(t, []) for t in set(types)]
-            chosen: list[str] = []
+            chosen: list[int] = []
             for ids in lists:
                 end = len(ids) if high is None else bisect.bisect_left(ids, high)
                 start = max(bisect.bisect_left(ids, low), end - limit - 1)
@@ -214,7 +228,7 @@ class EventLog:
             chosen = chosen[:limit]
             items = [_envelope(self._events[i]) for i in chosen]
         if more:
-            return Page(items, True, chosen[-1].removeprefix(_PREFIX))
+            return Page(items, True, encode_ulid(chosen[-1]))
         return Page(items, False, None)
 
     def all(self) -> list[dict[str, Any]]:
@@ -226,7 +240,7 @@ class EventLog:
         return [orjson.loads(r) for r in raws]
 
 
-def _merge(target: list[str], new: list[str]) -> None:
+def _merge(target: list[int], new: list[int]) -> None:
     """Add sorted ``new`` ids to sorted ``target`` (append when they are all newer)."""
     if not target or target[-1] < new[0]:
         target.extend(new)
