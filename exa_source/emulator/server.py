@@ -1,4 +1,4 @@
-"""HTTP front end of the Exa Websets emulator (imports, websets, items).
+"""HTTP front end of the Exa Websets emulator (imports, websets, items, events).
 
 A stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive. Every reply is written
 with a single ``write`` carrying the status line, ``Content-Type``, ``Content-Length`` and the
@@ -11,6 +11,10 @@ body. Routes (docs/exa-api.md §3.1):
   ``GET/DELETE .../{webset}/items/{id}``, where ``{webset}`` is an id or an externalId
   (docs/exa-api.md §4.5), same authentication; data in :class:`~.websets.WebsetStore`. Their
   requests are counted per route in the stats; ``list_pages`` counts import pages only.
+* ``GET /websets/v0/events`` (``cursor``, ``limit``, ``types``, ``createdAfter``,
+  ``createdBefore``) and ``GET /websets/v0/events/{id}``: the events the other routes and
+  seeding emitted (docs/exa-api.md §4.6), same authentication; data in
+  :class:`~.events.EventLog`.
 * ``PUT /_uploads/{id}.csv?X-Amz-Expires=3600&X-Amz-Signature=...``: the presigned upload URL
   returned by create (stands in for S3, docs/exa-api.md §3.5). No API key.
 * ``/_emulator/...``: control endpoints for tests and benchmarks in other processes. **No API
