@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
@@ -176,6 +177,56 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[Any]:
     """
     with _logging_restored():
         return (yield)
+
+
+@pytest.fixture
+def http(request: pytest.FixtureRequest) -> Iterator[requests.Session]:
+    """A session that sends the test module's ``KEY`` (else this file's) as ``x-api-key``."""
+    session = requests.Session()
+    session.headers["x-api-key"] = getattr(request.module, "KEY", KEY)
+    yield session
+    session.close()
+
+
+def page_all(
+    http: requests.Session,
+    url: str,
+    limit: int | None = None,
+    between: Any = None,
+    strict_cursor: bool = False,
+    **params: Any,
+) -> list[dict[str, Any]]:
+    """Follow ``nextCursor`` to the end of an emulator list, like a careful client.
+
+    Each page's envelope is checked (``data``, ``hasMore``, ``nextCursor``) and its size against
+    ``limit``; paging stops on ``hasMore`` false or a null cursor (the imports list's last page
+    may say ``hasMore: true`` with no cursor). ``strict_cursor`` asserts instead that the cursor
+    is set exactly when ``hasMore`` is. ``between(n, last_id)`` runs after page n. ``params``
+    are sent with every request (a ``cursor`` among them starts there).
+    """
+    out: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for n in range(1, 100_000):
+        query: dict[str, Any] = dict(params)
+        if limit is not None:
+            query["limit"] = limit
+        if cursor:
+            query["cursor"] = cursor
+        r = http.get(url, params=query)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert list(body) == ["data", "hasMore", "nextCursor"]
+        if limit is not None:
+            assert len(body["data"]) <= limit
+        out.extend(body["data"])
+        cursor = body["nextCursor"]
+        if strict_cursor:
+            assert bool(cursor) == body["hasMore"]
+        if not body["hasMore"] or not cursor:
+            return out
+        if between is not None:
+            between(n, body["data"][-1]["id"])
+    raise AssertionError("pagination did not end")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 import orjson
 import pytest
 import requests
+from conftest import page_all
 
 import exa_source.emulator.server as emulator_server
 from exa_source.emulator import (
@@ -59,43 +60,6 @@ CSV = "url\nhttps://a.com\nhttps://b.com\n"
 def emu() -> Iterator[Emulator]:
     with Emulator(api_key=KEY, imports=237, seed=0, no_credits_keys={"broke"}) as e:
         yield e
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    s = requests.Session()
-    s.headers["x-api-key"] = KEY
-    yield s
-    s.close()
-
-
-def page_all(
-    http: requests.Session, base: str, limit: int | None = None, between: Any = None
-) -> list[dict[str, Any]]:
-    """Page through the list like a careful client.
-
-    `between(n, last_id)` runs after page n (last_id = id of that page's last item).
-    """
-    items: list[dict[str, Any]] = []
-    cursor = None
-    n = 0
-    while True:
-        params: dict[str, Any] = {}
-        if limit is not None:
-            params["limit"] = limit
-        if cursor:
-            params["cursor"] = cursor
-        r = http.get(base + LIST, params=params)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert list(body) == ["data", "hasMore", "nextCursor"]
-        items.extend(body["data"])
-        n += 1
-        cursor = body["nextCursor"]
-        if not body["hasMore"] or not cursor:
-            return items
-        if between is not None:
-            between(n, body["data"][-1]["id"])
 
 
 def nest_400(r: requests.Response) -> list[str]:
@@ -241,7 +205,7 @@ def test_clock_set_advance_freeze() -> None:
 
 
 def test_list_pages_equal_snapshot(emu: Emulator, http: requests.Session) -> None:
-    items = page_all(http, emu.base_url, limit=50)
+    items = page_all(http, emu.base_url + LIST, limit=50)
     assert items == emu.store.snapshot()
     assert len(items) == 237
     created = [(o["createdAt"], o["id"]) for o in items]
@@ -256,7 +220,7 @@ def test_default_limit_is_25_and_cursor_is_last_ulid(emu: Emulator, http: reques
     assert len(body["data"]) == 25
     assert body["hasMore"] is True
     assert body["nextCursor"] == body["data"][-1]["id"].removeprefix("import_")
-    assert len(page_all(http, emu.base_url)) == 237
+    assert len(page_all(http, emu.base_url + LIST)) == 237
     assert emu.stats.requests[("GET", LIST)] == 1 + math.ceil(237 / 25)
 
 
@@ -296,7 +260,7 @@ def test_pagination_survives_changes_between_pages(emu: Emulator, http: requests
             store.delete(last_id)  # the import the next cursor names
             deleted.add(last_id)
 
-    items = page_all(http, emu.base_url, limit=40, between=between)
+    items = page_all(http, emu.base_url + LIST, limit=40, between=between)
     seen = [o["id"] for o in items]
     assert len(emu.stats.list_queries) >= 6
     assert len(seen) == len(set(seen)), "an import was repeated"
@@ -318,7 +282,7 @@ def test_keyset_cursor_naming_deleted_import(emu: Emulator, http: requests.Sessi
 def test_mutate_fault_between_pages(emu: Emulator, http: requests.Session) -> None:
     before = {o["id"] for o in emu.store.snapshot()}
     emu.inject("mutate", fn=lambda s: s.mutate(update=5, create=2, seed=1), skip=1, times=3)
-    items = page_all(http, emu.base_url, limit=100)
+    items = page_all(http, emu.base_url + LIST, limit=100)
     ids = [o["id"] for o in items]
     assert len(ids) == len(set(ids))
     assert before <= set(ids)
@@ -501,7 +465,7 @@ def test_patch_and_delete(emu: Emulator, http: requests.Session) -> None:
     r = http.delete(emu.base_url + LIST + "/" + target)
     assert r.status_code == 200 and r.json() == r2.json()
     assert http.get(emu.base_url + LIST + "/" + target).status_code == 404
-    assert target not in {o["id"] for o in page_all(http, emu.base_url, limit=200)}
+    assert target not in {o["id"] for o in page_all(http, emu.base_url + LIST, limit=200)}
     assert http.delete(emu.base_url + LIST + "/" + target).status_code == 404
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 import requests
+from conftest import page_all
 
 from exa_source.emulator import RETENTION_MS, SEED_ANCHOR, Emulator, iso_ms
 from exa_source.emulator.websets import WebsetStore
@@ -50,33 +51,9 @@ def empty() -> Iterator[Emulator]:
         yield e
 
 
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    s = requests.Session()
-    s.headers["x-api-key"] = KEY
-    yield s
-    s.close()
-
-
 def list_all(http: requests.Session, base: str, limit: int, **params: Any) -> list[dict[str, Any]]:
-    """Follow ``nextCursor`` to the end, checking each page's envelope and size."""
-    out: list[dict[str, Any]] = []
-    cursor: str | None = None
-    for _ in range(10_000):
-        query: dict[str, Any] = {"limit": limit, **params}
-        if cursor:
-            query["cursor"] = cursor
-        r = http.get(base + EVENTS, params=query)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert list(body) == ["data", "hasMore", "nextCursor"]
-        assert len(body["data"]) <= limit
-        out.extend(body["data"])
-        cursor = body["nextCursor"]
-        assert bool(cursor) == body["hasMore"]
-        if not body["hasMore"]:
-            return out
-    raise AssertionError("pagination did not end")
+    """Every event page from ``base``; the cursor is set exactly when ``hasMore`` is."""
+    return page_all(http, base + EVENTS, limit, strict_cursor=True, **params)
 
 
 def make_websets(emu: Emulator, n: int) -> list[dict[str, Any]]:

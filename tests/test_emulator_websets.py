@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 import requests
+from conftest import page_all
 
 from exa_source.emulator import Emulator, iso_ms
 from exa_source.emulator.websets import WebsetStore
@@ -66,34 +67,6 @@ CREATE = {
 def emu() -> Iterator[Emulator]:
     with Emulator(api_key=KEY, websets=7, items_per_webset=45, seed=3) as e:
         yield e
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    s = requests.Session()
-    s.headers["x-api-key"] = KEY
-    yield s
-    s.close()
-
-
-def page_all(http: requests.Session, url: str, limit: int, **params: str) -> list[dict[str, Any]]:
-    """Follow ``nextCursor`` to the end; stop on ``hasMore`` false or a null cursor."""
-    out: list[dict[str, Any]] = []
-    cursor: str | None = None
-    for _ in range(10_000):
-        query: dict[str, Any] = {"limit": limit, **params}
-        if cursor:
-            query["cursor"] = cursor
-        r = http.get(url, params=query)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert list(body) == ["data", "hasMore", "nextCursor"]
-        assert len(body["data"]) <= limit
-        out.extend(body["data"])
-        cursor = body["nextCursor"]
-        if not body["hasMore"] or not cursor:
-            return out
-    raise AssertionError("pagination did not end")
 
 
 # ----------------------------------------------------------------------------- seeding
