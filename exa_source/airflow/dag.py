@@ -33,13 +33,17 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Asset, Param, dag, task
 
 from exa_source import settings
+
+if TYPE_CHECKING:  # the task imports them when it runs; parsing stays light
+    from exa_source.airflow.hooks import ExaCredentials
+    from exa_source.exceptions import ExaAuthError
 
 logger = logging.getLogger("exa_source.airflow.dag")
 
@@ -365,14 +369,7 @@ def exa_websets_dag(
     return _exa_websets()
 
 
-@dataclass(frozen=True)
-class _Key:
-    value: str | None = field(repr=False)  # never in a repr, a traceback's locals or a log
-    base_url: str | None
-    where: str
-
-
-def _resolve_key(dep: Deployment, secrets: Mapping[str, Any]) -> _Key:
+def _resolve_key(dep: Deployment, secrets: Mapping[str, Any]) -> ExaCredentials:
     """Find the key in the documented order and say where it came from.
 
     Order: the Connection; ``[sources.exa] api_key`` in ``dlt_secrets_toml``; dlt's providers
@@ -382,28 +379,29 @@ def _resolve_key(dep: Deployment, secrets: Mapping[str, Any]) -> _Key:
     from airflow.sdk.log import mask_secret
 
     from exa_source.airflow.dlt_config import DLT_SECRETS_VARIABLE, key_from_dlt_config
-    from exa_source.airflow.hooks import ExaHook
+    from exa_source.airflow.hooks import ExaCredentials, ExaHook
 
     base_url: str | None = None
     try:
         creds = ExaHook(dep.conn_id).get_credentials()
         if creds.api_key:
-            return _Key(creds.api_key, creds.base_url, creds.where)
+            return creds
         base_url = creds.base_url
         logger.info("%s has no API key (empty password)", creds.where)
     except AirflowNotFoundException:
         logger.info("Airflow Connection %r not found", dep.conn_id)
     key: Any = secrets.get("sources", {}).get(settings.SOURCE_NAME, {}).get("api_key")
     if key is not None and str(key).strip():
-        found = _Key(str(key).strip(), base_url, f"Airflow Variable {DLT_SECRETS_VARIABLE}")
+        where = f"Airflow Variable {DLT_SECRETS_VARIABLE}"
+        found = ExaCredentials(str(key).strip(), base_url, where)
     else:
         value, where = key_from_dlt_config(settings.SOURCE_NAME)
         if not value:
             value = os.environ.get(settings.API_KEY_ENV, "").strip() or None
             where = f"environment variable {settings.API_KEY_ENV}"
-        found = _Key(value, base_url, where)
-    if found.value:
-        mask_secret(found.value)
+        found = ExaCredentials(value, base_url, where)
+    if found.api_key:
+        mask_secret(found.api_key)
     return found
 
 
@@ -433,14 +431,13 @@ def _duckdb_path(dep: Deployment) -> str:
     return path
 
 
-def _auth_failure(exc: Exception, where: str) -> str:
+def _auth_failure(exc: ExaAuthError, where: str) -> str:
     """The message of a rejected key, naming where the key came from.
 
     The connector's own message lists the CLI's places for a key (env, secrets.toml); in a
     task the key came from one known place, named here instead.
     """
-    status, message = getattr(exc, "status", None), getattr(exc, "detail", "")
-    detail = f"(HTTP {status}: {message})" if status else f"({exc})"
+    detail = f"(HTTP {exc.status}: {exc.detail})" if exc.status else f"({exc})"
     return (
         f"Exa rejected the API key from {where} {detail}; paste the key again from the Exa"
         " dashboard into that place. (No retry: a rejected key fails the task at once.)"
@@ -472,7 +469,7 @@ def run_task(dep: Deployment, params: Mapping[str, Any]) -> dict[str, Any]:
         from exa_source.pipeline import make_pipeline, run_load
 
         key = _resolve_key(dep, parse_secrets(secrets_text))
-        if not key.value:
+        if not key.api_key:
             raise AirflowFailException(
                 f"No Exa API key: set the API key of the Airflow Connection {dep.conn_id!r}"
                 f" (type exa), or api_key under [sources.exa] in the Airflow Variable"
@@ -510,7 +507,7 @@ def run_task(dep: Deployment, params: Mapping[str, Any]) -> dict[str, Any]:
             )
             summary = run_load(
                 pipeline,
-                api_key=key.value,
+                api_key=key.api_key,
                 base_url=key.base_url,
                 deletions=deletions,
                 initial_updated_at=initial_updated_at,
