@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from .store import Clock, Page, encode_ulid, is_ulid, iso_ms
+from .store import Clock, Page, decode_ulid, encode_ulid, is_ulid, iso_ms, next_ulid
 
 __all__ = [
     "EVENT_TYPES",
@@ -62,14 +62,6 @@ RETENTION_MS = 60 * 86_400_000
 """Events older than this (emulator clock) are gone, as the API keeps events 60 days."""
 
 _PREFIX = "event_"
-_FROM_CROCKFORD = str.maketrans(
-    "0123456789abcdefghjkmnpqrstvwxyz", "0123456789abcdefghijklmnopqrstuv"
-)
-
-
-def _ulid_value(text: str) -> int:
-    """Decode a lowercase ULID (checked with ``is_ulid``) to its 128-bit value."""
-    return int(text.translate(_FROM_CROCKFORD), 32)
 
 
 class EventNotFoundError(KeyError):
@@ -121,11 +113,8 @@ class EventLog:
             return len(self._ids)
 
     def _new_id(self, created: int) -> int:
-        value = (created << 80) | self._rng.getrandbits(80)
-        if created == self._last_ulid >> 80 and value <= self._last_ulid:
-            value = self._last_ulid + 1
-        self._last_ulid = value
-        return value
+        self._last_ulid = next_ulid(created, self._last_ulid, self._rng)
+        return self._last_ulid
 
     def emit(self, type_: str, data: bytes, at: int) -> str:
         """Record one event of ``type_`` carrying ``data`` (the object's JSON) at ``at`` ms.
@@ -180,7 +169,7 @@ class EventLog:
         ulid = event_id.removeprefix(_PREFIX)
         if len(ulid) == len(event_id) or not is_ulid(ulid):
             raise EventNotFoundError(event_id)
-        value = _ulid_value(ulid)
+        value = decode_ulid(ulid)
         with self._lock:
             event = self._events.get(value)
             if event is None or value < self._floor_id(None):
@@ -215,8 +204,8 @@ class EventLog:
                 if created_before < 0:
                     return Page([], False, None)
                 high = (created_before + 1) << 80
-            if cursor is not None and (high is None or _ulid_value(cursor) < high):
-                high = _ulid_value(cursor)
+            if cursor is not None and (high is None or decode_ulid(cursor) < high):
+                high = decode_ulid(cursor)
             lists = [self._ids] if not types else [self._by_type.get(t, []) for t in set(types)]
             chosen: list[int] = []
             for ids in lists:

@@ -54,8 +54,10 @@ __all__ = [
     "InvalidTransitionError",
     "Page",
     "TimeRangeError",
+    "decode_ulid",
     "encode_ulid",
     "iso_ms",
+    "next_ulid",
     "parse_time",
 ]
 
@@ -123,6 +125,28 @@ def encode_ulid(value: int) -> str:
     # the 130-bit ULID text space, so the last 26 chars are exactly the ULID.
     raw = base64.b32encode(value.to_bytes(20, "big")).translate(_B32_TABLE)
     return raw[6:].decode("ascii")
+
+
+_FROM_CROCKFORD = str.maketrans(
+    "0123456789abcdefghjkmnpqrstvwxyz", "0123456789abcdefghijklmnopqrstuv"
+)
+
+
+def decode_ulid(text: str) -> int:
+    """Decode a lowercase ULID (checked with :func:`is_ulid`) to its 128-bit value."""
+    return int(text.translate(_FROM_CROCKFORD), 32)
+
+
+def next_ulid(created_ms: int, last: int, rng: random.Random) -> int:
+    """A ULID value whose time part is ``created_ms``, greater than ``last`` within one ms.
+
+    The ULID spec's monotonic generator: within the millisecond of ``last`` the random part is
+    incremented, so id order stays ``(createdAt, id)`` order. Every emulated id uses it.
+    """
+    value = (created_ms << 80) | rng.getrandbits(80)
+    if created_ms == last >> 80 and value <= last:
+        value = last + 1
+    return value
 
 
 def is_ulid(text: str) -> bool:
@@ -484,10 +508,7 @@ class ImportStore:
         Within one millisecond ids are monotonic (the random part is incremented), like the
         ULID spec's monotonic generator.
         """
-        rand = (rng or self._rng).getrandbits(80)
-        value = (created_ms << 80) | rand
-        if created_ms == self._last_ulid >> 80 and value <= self._last_ulid:
-            value = self._last_ulid + 1
+        value = next_ulid(created_ms, self._last_ulid, rng or self._rng)
         while True:
             id_ = _PREFIX + encode_ulid(value)
             if id_ not in self._data:

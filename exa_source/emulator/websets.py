@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from .events import EventLog
-from .store import SEED_ANCHOR, Clock, Page, _dumps, encode_ulid, iso_ms, to_ms
+from .store import SEED_ANCHOR, Clock, Page, _dumps, encode_ulid, iso_ms, next_ulid, to_ms
 
 logger = logging.getLogger(__name__)
 
@@ -571,10 +571,7 @@ class WebsetStore:
         equals ``createdAt`` and id order stays ``(createdAt, id)`` order even when a second
         :meth:`seed` call goes back in time.
         """
-        value = (created << 80) | rng.getrandbits(80)
-        last = self._last_ulid.get(prefix, 0)
-        if created == last >> 80 and value <= last:
-            value = last + 1
+        value = next_ulid(created, self._last_ulid.get(prefix, 0), rng)
         self._last_ulid[prefix] = value
         return f"{prefix}_{encode_ulid(value)}"
 
