@@ -1,10 +1,13 @@
-"""The ``imports`` table: declared columns, their meaning, and the page-to-Arrow conversion.
+"""The tables: declared columns, their meaning, and the page-to-Arrow conversion.
 
-The table's shape is declared here, not inferred from the first page, so that it never changes
-under a BI tool: every column exists from the first load even when all its values are null, and
-timestamps are ``timestamp with time zone`` everywhere. Each page of the API becomes one Arrow
-table: dlt loads Arrow tables as Parquet without touching rows one by one, which is what makes
-the default path fast (see ``docs/dlt-behaviour.md`` "Speed").
+Each table the source loads is a :class:`TableSpec`: ``imports`` (:data:`IMPORTS`),
+``websets``, ``webset_searches``, ``webset_enrichments`` and ``webset_items``
+(:data:`WEBSETS`, :data:`SEARCHES`, :data:`ENRICHMENTS`, :data:`ITEMS`). A table's shape is
+declared here, not inferred from the first page, so that it never changes under a BI tool:
+every column exists from the first load even when all its values are null, and timestamps
+are ``timestamp with time zone`` everywhere. Each page of the API becomes one Arrow table:
+dlt loads Arrow tables as Parquet without touching rows one by one, which is what makes the
+default path fast (see ``docs/dlt-behaviour.md`` "Speed").
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import functools
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
 from operator import itemgetter
 from typing import Any, Final
 
@@ -34,14 +39,21 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 @dataclass(frozen=True)
 class Column:
-    """One declared column of the ``imports`` table.
+    """One declared column of a table.
 
     Attributes:
-        name: the API's field name (dlt normalizes it to snake_case in the destination).
+        name: the API's field name (dlt normalizes it to snake_case in the destination), or
+            for a nested field ``parent__child`` (dlt's own separator).
         arrow: the Arrow type the page is converted to.
         hints: dlt column hints (type, nullability, merge role).
         meaning: one line for the data dictionary.
         example: an example value for the data dictionary.
+        paths: where the value is in an API object: one path of keys, or several tried in
+            order (the first non-null wins). Default: the top-level field ``name``.
+        derived: the value is a copy of part of another column (a typed field of an item's
+            ``properties``, which is stored whole as JSON): not used to rebuild the object,
+            and a value of an unexpected type is stored as null with a warning instead of
+            failing the load.
     """
 
     name: str
@@ -49,15 +61,75 @@ class Column:
     hints: TColumnSchema
     meaning: str
     example: str
+    paths: tuple[tuple[str, ...], ...] = ()
+    derived: bool = False
+
+    @property
+    def where(self) -> tuple[tuple[str, ...], ...]:
+        """The paths of the value (see :attr:`paths`)."""
+        return self.paths or ((self.name,),)
 
 
-def _text(meaning: str, example: str, name: str, nullable: bool = True) -> Column:
-    return Column(name, pa.string(), {"data_type": "text", "nullable": nullable}, meaning, example)
+def _text(meaning: str, example: str, name: str, nullable: bool = True, **kw: Any) -> Column:
+    hints: TColumnSchema = {"data_type": "text", "nullable": nullable}
+    return Column(name, pa.string(), hints, meaning, example, **kw)
 
 
-def _ts(meaning: str, example: str, name: str, nullable: bool = True) -> Column:
+def _ts(meaning: str, example: str, name: str, nullable: bool = True, **kw: Any) -> Column:
     hints: TColumnSchema = {"data_type": "timestamp", "timezone": True, "nullable": nullable}
-    return Column(name, TIMESTAMP, hints, meaning, example)
+    return Column(name, TIMESTAMP, hints, meaning, example, **kw)
+
+
+def _json(meaning: str, example: str, name: str, **kw: Any) -> Column:
+    return Column(
+        name, pa.string(), {"data_type": "json", "nullable": True}, meaning, example, **kw
+    )
+
+
+def _int(meaning: str, example: str, name: str, **kw: Any) -> Column:
+    return Column(
+        name, pa.int64(), {"data_type": "bigint", "nullable": True}, meaning, example, **kw
+    )
+
+
+def _double(meaning: str, example: str, name: str, **kw: Any) -> Column:
+    return Column(
+        name, pa.float64(), {"data_type": "double", "nullable": True}, meaning, example, **kw
+    )
+
+
+def _id(meaning: str, example: str) -> Column:
+    hints: TColumnSchema = {"data_type": "text", "nullable": False, "primary_key": True}
+    return Column("id", pa.string(), hints, meaning, example)
+
+
+def _trailer(noun: str) -> tuple[Column, ...]:
+    """The columns every table ends with: the soft-delete stamp and dlt's load id."""
+    return (
+        _ts(
+            f"When exa-source found the {noun} gone from the API (soft delete); null while it"
+            " exists.",
+            "2026-11-28 16:40:00.000+00",
+            settings.DELETED_AT_COLUMN,
+        ),
+        _text(
+            "The dlt load that wrote this row: join `_dlt_loads.load_id` for its time and status;"
+            " the key for dbt incremental models and lineage.",
+            "1795902089.9450753",
+            settings.LOAD_ID_COLUMN,
+        ),
+    )
+
+
+_CREATED_UPDATED = (
+    _ts("When it was created.", "2025-11-23 17:16:04.201+00", "createdAt", False),
+    _ts(
+        "Last change; compared with the stored value on every run to find what changed.",
+        "2025-11-23 17:16:04.403+00",
+        "updatedAt",
+        False,
+    ),
+)
 
 
 #: The columns in the API's key order (``docs/exa-api.md`` §3.3), ``entity`` split into two columns.
@@ -76,11 +148,13 @@ COLUMNS: tuple[Column, ...] = (
         "Entity type of the rows: company, person, article, research_paper or custom.",
         "company",
         "entity__type",
+        paths=(("entity", "type"),),
     ),
     _text(
         "Description of a `custom` entity; null for the other types.",
         "Seed-stage climate startups",
         "entity__description",
+        paths=(("entity", "description"),),
     ),
     _text("Title of the import.", "Q3 target accounts", "title"),
     Column(
@@ -111,49 +185,12 @@ COLUMNS: tuple[Column, ...] = (
         "updatedAt",
         False,
     ),
-    _ts(
-        "When exa-source found the import gone from the API (soft delete); null while it exists.",
-        "2026-11-28 16:40:00.000+00",
-        settings.DELETED_AT_COLUMN,
-    ),
-    _text(
-        "The dlt load that wrote this row: join `_dlt_loads.load_id` for its time and status;"
-        " the key for dbt incremental models and lineage.",
-        "1795902089.9450753",
-        settings.LOAD_ID_COLUMN,
-    ),
+    *_trailer("import"),
 )
-
-
-def column_hints(hard_delete: bool = False) -> TTableSchemaColumns:
-    """Dlt column hints for the resource, keyed by the API's field names.
-
-    Args:
-        hard_delete: mark ``_exa_deleted_at`` as dlt's ``hard_delete`` column, so that a row
-            yielded with it set deletes the stored row instead of being written (``hard``
-            deletion policy). Set explicitly to False otherwise, so that switching back to
-            ``soft`` overrides the hint stored in the schema.
-    """
-    hints: TTableSchemaColumns = {c.name: {"name": c.name, **c.hints} for c in COLUMNS}
-    hints[settings.DELETED_AT_COLUMN]["hard_delete"] = hard_delete
-    return hints
-
-
-ARROW_SCHEMA = pa.schema(
-    [pa.field(c.name, c.arrow, nullable=c.hints.get("nullable", True)) for c in COLUMNS]
-)
-#: API fields converted into declared columns; ``_dlt_load_id`` and ``_exa_deleted_at`` are not
-#: API fields: an API field of that name is stored renamed (:func:`column_name`).
-_KNOWN = frozenset(
-    c.name for c in COLUMNS if c.name not in (settings.LOAD_ID_COLUMN, settings.DELETED_AT_COLUMN)
-) | {"entity"}
 
 
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
-
-
-_ENTITY = pa.struct([("type", pa.string()), ("description", pa.string())])
 
 
 def values(rows: Sequence[dict[str, Any]], key: str) -> list[Any]:
@@ -162,14 +199,6 @@ def values(rows: Sequence[dict[str, Any]], key: str) -> list[Any]:
         return list(map(itemgetter(key), rows))
     except KeyError:
         return [row.get(key) for row in rows]
-
-
-def _metadata(rows: Sequence[dict[str, Any]]) -> pa.Array:
-    """Encode each ``metadata`` map as one JSON text (loaded into a JSON column)."""
-    maps = values(rows, "metadata")
-    if None in maps:
-        return pa.array([_json_or_none(v) for v in maps], pa.string())
-    return pa.array(list(map(orjson.dumps, maps)), pa.string())
 
 
 #: ISO-8601 as far as the connector accepts it: extended or basic form, ``T``/space, optional
@@ -206,7 +235,9 @@ def normalize_timestamp(value: Any) -> str | None:
     return f"{year}-{month}-{day}T{hour or '00'}:{minute or '00'}:{second or '00'}.{micros}{offset}"
 
 
-def _timestamps(name: str, values: list[Any], rows: Sequence[dict[str, Any]]) -> pa.Array:
+def _timestamps(
+    name: str, values: list[Any], rows: Sequence[dict[str, Any]], noun: str = "import"
+) -> pa.Array:
     """Parse ISO-8601 strings as UTC timestamps, vectorised.
 
     The API writes ``2025-11-23T17:15:22.175Z``; Arrow also accepts ``+00:00`` offsets and
@@ -215,7 +246,7 @@ def _timestamps(name: str, values: list[Any], rows: Sequence[dict[str, Any]]) ->
     fast path fails. Mixed forms compare as instants, never as text.
 
     Raises:
-        ExaDataError: a value is not an ISO-8601 timestamp, naming the import.
+        ExaDataError: a value is not an ISO-8601 timestamp, naming the object (``noun``).
     """
     try:
         return pc.cast(pa.array(values, pa.string()), TIMESTAMP)
@@ -233,7 +264,7 @@ def _timestamps(name: str, values: list[Any], rows: Sequence[dict[str, Any]]) ->
                 bad = True
         if bad:
             raise ExaDataError(
-                f"import {_shown(row.get('id'))} has an unparseable {name}: {_shown(value)}"
+                f"{noun} {_shown(row.get('id'))} has an unparseable {name}: {_shown(value)}"
             ) from None
     return pc.cast(pa.array(fixed, pa.string()), TIMESTAMP)
 
@@ -296,14 +327,16 @@ def clean_json(array: pa.Array) -> pa.Array:
     return pa.array(texts, pa.string())
 
 
-def _require(name: str, values: pa.Array, rows: Sequence[dict[str, Any]]) -> None:
-    """Raise when a field the comparison depends on is missing, naming the import."""
+def _require(
+    name: str, values: pa.Array, rows: Sequence[dict[str, Any]], noun: str = "import"
+) -> None:
+    """Raise when a field the comparison depends on is missing, naming the object."""
     if values.null_count:
         bad = next(row.get("id") for row in rows if row.get(name) is None)
-        raise ExaDataError(f"import {_shown(bad)} has no {name}; cannot compare it with the table")
+        raise ExaDataError(f"{noun} {_shown(bad)} has no {name}; cannot compare it with the table")
 
 
-def _ids(rows: Sequence[dict[str, Any]]) -> pa.Array:
+def _ids(rows: Sequence[dict[str, Any]], noun: str = "import") -> pa.Array:
     """The ``id`` of every row as a string array, NULs replaced (see :func:`clean_text`).
 
     Raises:
@@ -316,46 +349,20 @@ def _ids(rows: Sequence[dict[str, Any]]) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         bad = next(v for v in raw if v is not None and not isinstance(v, str))
         raise ExaDataError(
-            f"an import has an id that is not a string: {_shown(bad)}"
+            f"a {noun} has an id that is not a string: {_shown(bad)}"
             f" ({type(bad).__name__}); refusing to load it"
         ) from None
 
 
-def keys(rows: Sequence[dict[str, Any]]) -> tuple[pa.Array, pa.Array]:
-    """Return the ``id`` and parsed ``updatedAt`` arrays of Import objects, nothing else.
-
-    Cheap enough to run on every row of every run: the comparison with the destination and
-    deletion detection need only these two, so the other columns are converted only for rows
-    that changed.
-
-    Raises:
-        ExaDataError: an ``id`` or ``updatedAt`` is missing or not a string, or ``updatedAt`` is
-            unparseable.
-    """
-    ids = _ids(rows)
-    updated = _timestamps(settings.CURSOR_FIELD, values(rows, settings.CURSOR_FIELD), rows)
-    _require("id", ids, rows)
-    _require(settings.CURSOR_FIELD, updated, rows)
-    return ids, updated
-
-
 _NAMING = NamingConvention()
-#: Column names the connector or dlt own: the declared columns, dlt's ``_dlt_*`` and ours.
-_OWNED = frozenset(_NAMING.normalize_path(c.name) for c in COLUMNS)
-#: Prefix of the column an API field is stored in when its own name is owned (see above).
+#: Prefix of the column an API field is stored in when its own name is owned (see below).
 RENAMED_PREFIX: Final = "api_"
 
 
 @functools.lru_cache(maxsize=1024)
-def column_name(field: str) -> str:
-    """The name a field the API added is stored under: its own, unless dlt or we own it.
-
-    A field whose snake_case name is one of the declared columns, or starts with ``_dlt`` or
-    ``_exa`` (dlt's ``_dlt_load_id``/``_dlt_id``, our ``_exa_deleted_at``), is stored as
-    ``api_<name>``: API data never writes a column that dlt or the connector relies on.
-    """
+def _stored_name(field: str, owned: frozenset[str]) -> str:
     name = _NAMING.normalize_identifier(field)
-    if name in _OWNED or name.startswith(("_dlt", "_exa")):
+    if name in owned or name.startswith(("_dlt", "_exa")):
         return RENAMED_PREFIX + name.lstrip("_")
     return field
 
@@ -372,58 +379,497 @@ def _extra_column(key: str, rows: Sequence[dict[str, Any]]) -> pa.Array:
     return clean_text(array) if array.type == pa.string() else array
 
 
-def page_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """Convert Import objects (one or more pages) into an Arrow table with the declared columns.
+def _dig(row: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(row, dict):
+            return None
+        row = row.get(key)
+    return row
 
-    Args:
-        rows: Import objects as the API sends them.
 
-    Returns:
-        A table with every declared column (nulls where a field is missing) plus one column
-        per field the API added that is not declared yet (additive schema evolution).
+def _gather(rows: Sequence[dict[str, Any]], column: Column) -> list[Any]:
+    """The column's raw value in every row (see :attr:`Column.paths`)."""
+    paths = column.where
+    if len(paths) == 1 and len(paths[0]) == 1:
+        return values(rows, paths[0][0])
+    if len(paths) == 1:
+        path = paths[0]
+        return [_dig(row, path) for row in rows]
+    out: list[Any] = []
+    for row in rows:
+        value = None
+        for path in paths:
+            value = _dig(row, path)
+            if value is not None:
+                break
+        out.append(value)
+    return out
 
-    Raises:
-        ExaDataError: ``id`` or ``updatedAt`` is missing or unparseable, or a value does not fit
-            its declared type (the API changed a type: fail loudly, no variant columns).
+
+def _json_texts(raw: list[Any]) -> pa.Array:
+    """Encode each value as one JSON text (loaded into a JSON column), NULs replaced."""
+    if None in raw:
+        return clean_json(pa.array([_json_or_none(v) for v in raw], pa.string()))
+    return clean_json(pa.array(list(map(orjson.dumps, raw)), pa.string()))
+
+
+def _is_json(column: Column) -> bool:
+    return column.hints.get("data_type") == "json"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table the source loads: its columns and how API objects become Arrow rows.
+
+    Attributes:
+        name: the table (and resource) name.
+        noun: what one row is, for messages (``import``, ``webset``, ``item``...).
+        columns: the declared columns, in the API's key order, ending with the
+            soft-delete stamp and ``_dlt_load_id``.
+        ignored: top-level API fields deliberately not stored in this table (a webset's
+            embedded ``searches`` and ``enrichments`` have tables of their own).
+        scope: the API field naming the parent a row belongs to (an item's ``websetId``):
+            read with the record, so that a scan of one parent's rows can find that
+            parent's deletions only.
     """
-    try:
-        entity = pa.array(values(rows, "entity"), _ENTITY)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        entity = pa.array(
-            [e if isinstance(e, dict) else None for e in values(rows, "entity")], _ENTITY
+
+    name: str
+    noun: str
+    columns: tuple[Column, ...]
+    ignored: frozenset[str] = field(default_factory=frozenset)
+    scope: str | None = None
+
+    def hints(self, hard_delete: bool = False) -> TTableSchemaColumns:
+        """Dlt column hints for the resource, keyed by the API's field names.
+
+        Args:
+            hard_delete: mark ``_exa_deleted_at`` as dlt's ``hard_delete`` column, so that a row
+                yielded with it set deletes the stored row instead of being written (``hard``
+                deletion policy). Set explicitly to False otherwise, so that switching back to
+                ``soft`` overrides the hint stored in the schema.
+        """
+        hints: TTableSchemaColumns = {c.name: {"name": c.name, **c.hints} for c in self.columns}
+        hints[settings.DELETED_AT_COLUMN]["hard_delete"] = hard_delete
+        return hints
+
+    @cached_property
+    def arrow_schema(self) -> pa.Schema:
+        """The Arrow schema of the declared columns."""
+        return pa.schema(
+            [
+                pa.field(c.name, c.arrow, nullable=c.hints.get("nullable", True))
+                for c in self.columns
+            ]
         )
-    arrays: list[pa.Array] = []
-    for column in COLUMNS:
+
+    @cached_property
+    def known(self) -> frozenset[str]:
+        """Top-level API fields the declared columns (or :attr:`ignored`) account for.
+
+        ``_dlt_load_id`` and ``_exa_deleted_at`` are not API fields: an API field of that name
+        is stored renamed (:meth:`column_name`).
+        """
+        own = (settings.LOAD_ID_COLUMN, settings.DELETED_AT_COLUMN)
+        return (
+            frozenset(c.where[0][0] for c in self.columns if c.name not in own and not c.derived)
+            | self.ignored
+        )
+
+    @cached_property
+    def owned(self) -> frozenset[str]:
+        """Column names the connector or dlt own: the declared columns (snake_case)."""
+        return frozenset(_NAMING.normalize_path(c.name) for c in self.columns)
+
+    @cached_property
+    def scope_column(self) -> str | None:
+        """The stored (snake_case) name of the :attr:`scope` column."""
+        return None if self.scope is None else _NAMING.normalize_identifier(self.scope)
+
+    def column_name(self, field: str) -> str:
+        """The name a field the API added is stored under: its own, unless dlt or we own it.
+
+        A field whose snake_case name is one of the declared columns, or starts with ``_dlt``
+        or ``_exa`` (dlt's ``_dlt_load_id``/``_dlt_id``, our ``_exa_deleted_at``), is stored as
+        ``api_<name>``: API data never writes a column that dlt or the connector relies on.
+        """
+        return _stored_name(field, self.owned)
+
+    def keys(self, rows: Sequence[dict[str, Any]]) -> tuple[pa.Array, pa.Array]:
+        """Return the ``id`` and parsed ``updatedAt`` arrays of API objects, nothing else.
+
+        Cheap enough to run on every row of every run: the comparison with the destination
+        and deletion detection need only these two, so the other columns are converted only
+        for rows that changed.
+
+        Raises:
+            ExaDataError: an ``id`` or ``updatedAt`` is missing or not a string, or
+                ``updatedAt`` is unparseable.
+        """
+        ids = _ids(rows, self.noun)
+        cursor = settings.CURSOR_FIELD
+        updated = _timestamps(cursor, values(rows, cursor), rows, self.noun)
+        _require("id", ids, rows, self.noun)
+        _require(cursor, updated, rows, self.noun)
+        return ids, updated
+
+    def scopes(self, rows: Sequence[dict[str, Any]]) -> pa.Array:
+        """The :attr:`scope` of every row (e.g. each item's ``websetId``) as strings."""
+        if self.scope is None:
+            return pa.nulls(len(rows), pa.string())
+        return clean_text(pa.array([str(v) for v in values(rows, self.scope)], pa.string()))
+
+    def _convert(self, column: Column, rows: Sequence[dict[str, Any]]) -> pa.Array:
         name = column.name
         if name == settings.LOAD_ID_COLUMN:
-            arrays.append(pa.nulls(len(rows), pa.string()))  # stamped by the scan (sync.py)
-        elif name == settings.DELETED_AT_COLUMN:
-            arrays.append(pa.nulls(len(rows), TIMESTAMP))  # live: the API only lists live imports
-        elif name == "metadata":
-            arrays.append(clean_json(_metadata(rows)))
-        elif name == "id":
-            arrays.append(_ids(rows))
-        elif name.startswith("entity__"):
-            arrays.append(clean_text(pc.struct_field(entity, name.removeprefix("entity__"))))
-        elif column.arrow == TIMESTAMP:
-            arrays.append(_timestamps(name, values(rows, name), rows))
-        else:
-            try:
-                array = pa.array(values(rows, name), column.arrow)
-                arrays.append(clean_text(array) if column.arrow == pa.string() else array)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-                raise ExaDataError(
-                    f"the API changed the type of {name!r}: {exc}. Declared"
-                    f" {column.hints.get('data_type')}; refusing to load a variant column."
-                ) from None
-    table = pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
-    for name in ("id", settings.CURSOR_FIELD):
-        _require(name, table.column(name).combine_chunks(), rows)
-    extra = set().union(*rows) - _KNOWN
-    for key in sorted(extra):
-        name = column_name(key)
-        if name in table.column_names:  # e.g. both _dltLoadId and _dlt_load_id
-            logger.warning("API field %r skipped: its column %r is taken", key, name)
-            continue
-        table = table.append_column(name, _extra_column(key, rows))
-    return table
+            return pa.nulls(len(rows), pa.string())  # stamped by the scan (sync.py)
+        if name == settings.DELETED_AT_COLUMN:
+            return pa.nulls(len(rows), TIMESTAMP)  # live: the API only lists live objects
+        if name == "id":
+            return _ids(rows, self.noun)
+        raw = _gather(rows, column)
+        if _is_json(column):
+            return _json_texts(raw)
+        try:
+            if column.arrow == TIMESTAMP:
+                return _timestamps(name, raw, rows, self.noun)
+            array = pa.array(raw, column.arrow)
+            return clean_text(array) if column.arrow == pa.string() else array
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ExaDataError) as exc:
+            if column.derived:  # a copy of part of a JSON column: keep the load going
+                logger.warning(
+                    "%s: %s has a value of another type; stored as null", self.name, name
+                )
+                return pa.array([v if _fits(v, column.arrow) else None for v in raw], column.arrow)
+            if isinstance(exc, ExaDataError):
+                raise
+            raise ExaDataError(
+                f"the API changed the type of {name!r}: {exc}. Declared"
+                f" {column.hints.get('data_type')}; refusing to load a variant column."
+            ) from None
+
+    def to_table(self, rows: Sequence[dict[str, Any]]) -> pa.Table:
+        """Convert API objects (one or more pages) into an Arrow table of the declared columns.
+
+        Returns:
+            A table with every declared column (nulls where a field is missing) plus one column
+            per field the API added that is not declared yet (additive schema evolution).
+
+        Raises:
+            ExaDataError: ``id`` or ``updatedAt`` is missing or unparseable, or a value does
+                not fit its declared type (the API changed a type: fail loudly, no variant
+                columns).
+        """
+        arrays = [self._convert(column, rows) for column in self.columns]
+        table = pa.Table.from_arrays(arrays, schema=self.arrow_schema)
+        for name in ("id", settings.CURSOR_FIELD):
+            _require(name, table.column(name).combine_chunks(), rows, self.noun)
+        extra = set().union(*rows) - self.known
+        for key in sorted(extra):
+            name = self.column_name(key)
+            if name in table.column_names:  # e.g. both _dltLoadId and _dlt_load_id
+                logger.warning("API field %r skipped: its column %r is taken", key, name)
+                continue
+            table = table.append_column(name, _extra_column(key, rows))
+        return table
+
+    def stored_columns(self, naming: Any = None) -> dict[str, Column]:
+        """The declared columns by their stored name under ``naming`` (default snake_case)."""
+        naming = naming or _NAMING
+        return {naming.normalize_path(c.name): c for c in self.columns}
+
+    def to_api(self, stored: dict[str, Any], naming: Any = None) -> dict[str, Any]:
+        """Turn a stored row back into the API's shape, so that it converts like a listed one.
+
+        Nested fields are rebuilt from their columns; a parent whose fields are all null is
+        null (as the API writes an absent ``entity``). Derived columns are skipped (the JSON
+        column they copy carries them), as are dlt's and the connector's own columns.
+        """
+        declared = self.stored_columns(naming)
+        row: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {}
+        for name, value in stored.items():
+            if name.startswith("_dlt_") or name == settings.DELETED_AT_COLUMN:
+                continue
+            if isinstance(value, datetime):
+                aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+                value = aware.astimezone(timezone.utc).isoformat()
+            column = declared.get(name)
+            if column is None:  # a field the API added
+                row[name] = value
+                continue
+            if column.derived or column.name.startswith("_"):
+                continue
+            if _is_json(column) and isinstance(value, str | bytes):
+                value = orjson.loads(value)
+            path = column.where[0]
+            if len(path) == 1:
+                row[path[0]] = value
+            else:
+                parent = nested.setdefault(path[0], {})
+                for key in path[1:-1]:
+                    parent = parent.setdefault(key, {})
+                parent[path[-1]] = value
+        for key, obj in nested.items():
+            row[key] = obj if _any_value(obj) else None
+        return row
+
+
+def _any_value(obj: Any) -> bool:
+    if isinstance(obj, dict):
+        return any(_any_value(v) for v in obj.values())
+    return obj is not None
+
+
+def _fits(value: Any, arrow: pa.DataType) -> bool:
+    try:
+        pa.array([value], arrow)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return False
+    return True
+
+
+IMPORTS = TableSpec(settings.IMPORTS_TABLE, "import", COLUMNS)
+"""The ``imports`` table (``docs/exa-api.md`` §3.3)."""
+
+#: The declared ``imports`` columns' Arrow schema and conversions, as before the generic spec.
+ARROW_SCHEMA = IMPORTS.arrow_schema
+column_hints = IMPORTS.hints
+keys = IMPORTS.keys
+page_to_table = IMPORTS.to_table
+
+
+def column_name(field: str) -> str:
+    """The name an ``imports`` field the API added is stored under (see TableSpec.column_name)."""
+    return IMPORTS.column_name(field)
+
+
+# --------------------------------------------------------------------- websets and their data
+
+
+def _entity(noun: str) -> tuple[Column, ...]:
+    return (
+        _text(
+            f"Entity type of the {noun}: company, person, article, research_paper or custom.",
+            "company",
+            "entity__type",
+            paths=(("entity", "type"),),
+        ),
+        _text(
+            "Description of a `custom` entity; null for the other types.",
+            "Open-source repositories",
+            "entity__description",
+            paths=(("entity", "description"),),
+        ),
+    )
+
+
+WEBSETS = TableSpec(
+    settings.WEBSETS_TABLE,
+    "webset",
+    (
+        _id("Webset id: `webset_` + a ULID.", "webset_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        _text("Object type, always `webset`.", "webset", "object"),
+        _text("idle, pending, running or paused.", "idle", "status"),
+        _text("Your own id for the webset, unique in the account.", "crm-42", "externalId"),
+        _text("Title of the webset.", "Fintech CTOs in Europe", "title"),
+        _text(
+            "Link to the webset in Exa's dashboard.",
+            "https://websets.exa.ai/websets/…",
+            "dashboardUrl",
+        ),
+        _json("Imports attached to the webset (JSON list).", "[]", "imports"),
+        _json("Monitors of the webset (JSON list).", "[]", "monitors"),
+        _json("Sources whose items are excluded (JSON list of {source, id}).", "[]", "excludes"),
+        _json("Free-form string-to-string map set by the user.", '{"team": "growth"}', "metadata"),
+        *_CREATED_UPDATED,
+        *_trailer("webset"),
+    ),
+    # each embedded search and enrichment is a row of its own table
+    ignored=frozenset({"searches", "enrichments"}),
+)
+"""The ``websets`` table (``docs/exa-api.md`` §4.3)."""
+
+SEARCHES = TableSpec(
+    settings.SEARCHES_TABLE,
+    "search",
+    (
+        _id("Search id: `wsearch_` + a ULID.", "wsearch_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        _text("Object type, always `webset_search`.", "webset_search", "object"),
+        _text("The webset the search fills.", "webset_01k9x2y3z4a5b6c7d8e9f0g1h2", "websetId"),
+        _text("created, pending, running, completed or canceled.", "completed", "status"),
+        _text("What the search looks for.", "CTOs of fintech startups in Europe", "query"),
+        *_entity("items it finds"),
+        _json(
+            "Criteria every item is evaluated against (JSON list).",
+            '[{"description": "…"}]',
+            "criteria",
+        ),
+        _int("Number of items the search should find.", "100", "count"),
+        _text(
+            "override or append: what happens to the webset's earlier items.",
+            "override",
+            "behavior",
+        ),
+        _json("Sources excluded from the search (JSON list).", "[]", "exclude"),
+        _json("Sources the search is limited to (JSON list).", "[]", "scope"),
+        _int("Items found so far.", "87", "progress__found", paths=(("progress", "found"),)),
+        _int(
+            "Candidates analyzed so far.",
+            "240",
+            "progress__analyzed",
+            paths=(("progress", "analyzed"),),
+        ),
+        _double(
+            "Percent done, 0-100.",
+            "87",
+            "progress__completion",
+            paths=(("progress", "completion"),),
+        ),
+        _double(
+            "Estimated seconds left, if known.",
+            "30",
+            "progress__timeLeft",
+            paths=(("progress", "timeLeft"),),
+        ),
+        _json(
+            "Exa's estimate of how many items exist (JSON object).", '{"expected": {…}}', "recall"
+        ),
+        _json("Free-form string-to-string map set by the user.", "{}", "metadata"),
+        _ts("When the search was canceled.", "2025-11-23 17:20:00.000+00", "canceledAt"),
+        _text(
+            "Why: webset_deleted, webset_canceled or out_of_credits.",
+            "webset_canceled",
+            "canceledReason",
+        ),
+        *_CREATED_UPDATED,
+        *_trailer("search"),
+    ),
+    scope="websetId",
+)
+"""The ``webset_searches`` table: the searches embedded in each webset (no list endpoint)."""
+
+ENRICHMENTS = TableSpec(
+    settings.ENRICHMENTS_TABLE,
+    "enrichment",
+    (
+        _id("Enrichment id: `wenrich_` + a ULID.", "wenrich_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        _text("Object type, always `webset_enrichment`.", "webset_enrichment", "object"),
+        _text("pending, canceled or completed.", "completed", "status"),
+        _text(
+            "The webset whose items it enriches.", "webset_01k9x2y3z4a5b6c7d8e9f0g1h2", "websetId"
+        ),
+        _text("Title (the column's header in Exa).", "Annual revenue in USD", "title"),
+        _text("What to find for each item.", "Annual revenue in USD", "description"),
+        _text(
+            "Format of the results: text, date, number, options, email, phone or url.",
+            "number",
+            "format",
+        ),
+        _json(
+            "The choices of an `options` enrichment (JSON list of {label}).",
+            '[{"label": "Seed"}]',
+            "options",
+        ),
+        _text("Instructions Exa follows.", "Find: annual revenue", "instructions"),
+        _json("Free-form string-to-string map set by the user.", "{}", "metadata"),
+        *_CREATED_UPDATED,
+        *_trailer("enrichment"),
+    ),
+    scope="websetId",
+)
+"""The ``webset_enrichments`` table: the enrichments embedded in each webset (no list endpoint)."""
+
+
+def _prop(
+    meaning: str, example: str, name: str, *paths: tuple[str, ...], kind: str = "text"
+) -> Column:
+    make = {"text": _text, "int": _int}[kind]
+    return make(
+        meaning, example, name, paths=tuple(("properties", *p) for p in paths), derived=True
+    )
+
+
+ITEMS = TableSpec(
+    settings.ITEMS_TABLE,
+    "item",
+    (
+        _id("Item id: `witem_` + a ULID.", "witem_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        _text("Object type, always `webset_item`.", "webset_item", "object"),
+        _text("Where the item came from: search or import.", "search", "source"),
+        _text(
+            "The search or import that found it.", "wsearch_01k9x2y3z4a5b6c7d8e9f0g1h2", "sourceId"
+        ),
+        _text("The webset it belongs to.", "webset_01k9x2y3z4a5b6c7d8e9f0g1h2", "websetId"),
+        _prop(
+            "Entity type: company, person, article, research_paper or custom.",
+            "person",
+            "entity_type",
+            ("type",),
+        ),
+        _prop(
+            "Person or company name.", "Ada Berg", "name", ("person", "name"), ("company", "name")
+        ),
+        _prop(
+            "Title of an article, research paper or custom item.",
+            "Seed round for Nova Labs",
+            "title",
+            ("article", "title"),
+            ("researchPaper", "title"),
+            ("custom", "title"),
+        ),
+        _prop("The item's URL.", "https://www.linkedin.com/in/ada-berg", "url", ("url",)),
+        _prop("Short description.", "CTO at Nova Labs", "description", ("description",)),
+        _prop("A person's position.", "CTO", "position", ("person", "position")),
+        _prop("A person's company.", "Nova Labs", "company_name", ("person", "company", "name")),
+        _prop(
+            "Location of the person or company.",
+            "Berlin, Germany",
+            "location",
+            ("person", "location"),
+            ("company", "location"),
+        ),
+        _prop("A company's industry.", "Software", "industry", ("company", "industry")),
+        _prop(
+            "A company's employee count.", "120", "employees", ("company", "employees"), kind="int"
+        ),
+        _prop(
+            "Author of an article, paper or custom item.",
+            "Grace Ito",
+            "author",
+            ("article", "author"),
+            ("researchPaper", "author"),
+            ("custom", "author"),
+        ),
+        _prop(
+            "Publication date as the API gives it (free text).",
+            "2026-03-14",
+            "published_at",
+            ("article", "publishedAt"),
+            ("researchPaper", "publishedAt"),
+            ("custom", "publishedAt"),
+        ),
+        _json(
+            "All the item's properties, as the API gives them (JSON).",
+            '{"type": "person", …}',
+            "properties",
+        ),
+        _json(
+            "Criteria evaluations (JSON list of {criterion, reasoning, satisfied, references});"
+            " one row each in the view `webset_item_evaluations`.",
+            '[{"criterion": "…", "satisfied": "yes"}]',
+            "evaluations",
+        ),
+        _json(
+            "Enrichment results (JSON list); one row each in the view `webset_item_enrichments`.",
+            '[{"enrichmentId": "…", "result": ["…"]}]',
+            "enrichments",
+        ),
+        *_CREATED_UPDATED,
+        *_trailer("item"),
+    ),
+    scope="websetId",
+)
+"""The ``webset_items`` table (``docs/exa-api.md`` §4.3): typed properties plus the JSON."""
+
+#: Every table, by name, in load order.
+TABLES: dict[str, TableSpec] = {t.name: t for t in (IMPORTS, WEBSETS, SEARCHES, ENRICHMENTS, ITEMS)}

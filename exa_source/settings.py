@@ -13,6 +13,12 @@ from typing import Final
 DEFAULT_BASE_URL: Final = "https://api.exa.ai"
 #: The imports list endpoint, relative to the base URL (``docs/exa-api.md`` §3.1).
 IMPORTS_PATH: Final = "/websets/v0/imports"
+#: The websets list endpoint; a webset's items are at ``{WEBSETS_PATH}/{id}/items``
+#: (``docs/exa-api.md`` §4.1). Searches and enrichments have no list endpoint: they come
+#: embedded in each webset.
+WEBSETS_PATH: Final = "/websets/v0/websets"
+#: The event feed, the only list with a time filter (``createdAfter``, inclusive; §4.2).
+EVENTS_PATH: Final = "/websets/v0/events"
 #: Header that carries the API key (``docs/exa-api.md`` §1). The SDKs never send anything else.
 API_KEY_HEADER: Final = "x-api-key"
 
@@ -22,6 +28,32 @@ MAX_PAGE_SIZE: Final = 200
 #: The API's own default is 25; we ask for the maximum: 8x fewer requests for a full scan,
 #: and a full scan happens on every run because the API has no ``updatedAt`` filter.
 DEFAULT_PAGE_SIZE: Final = MAX_PAGE_SIZE
+
+#: ``limit`` of the websets and items lists: 1-100 (``docs/exa-api.md`` §4.1); the events list
+#: takes 1-200. The maximum each: fewest requests.
+WEBSETS_PAGE_SIZE: Final = 100
+ITEMS_PAGE_SIZE: Final = 100
+EVENTS_PAGE_SIZE: Final = 200
+
+#: The event types that say an item changed (§4.2). Nothing announces an item's deletion, nor
+#: the pending results an enrichment added to every item: see ``ITEMS_RECONCILE_DAYS``.
+ITEM_EVENT_TYPES: Final = ("webset.item.created", "webset.item.enriched")
+#: Events are kept 60 days (§4.2). A run whose last event read is older than this (less a day
+#: of margin for clocks) cannot trust the feed and scans every webset's items whole.
+EVENT_RETENTION_DAYS: Final = 60
+EVENT_RETENTION_MARGIN_DAYS: Final = 1
+#: The event read starts this long before the newest event the previous run saw: events are
+#: stamped by many servers, and one stamped a little earlier may be listed a little later.
+#: Events whose item is already in the table at that version cost nothing.
+EVENT_OVERLAP_SECONDS: Final = 600.0
+#: A webset's items are scanned whole (which also finds deleted items: the API announces no
+#: item deletion) at least this often; between, only websets with item events are re-read.
+#: 0 scans every webset whole on every run.
+ITEMS_RECONCILE_DAYS: Final = 7.0
+#: Websets whose items are read at once (each webset's pages are one cursor chain). Each
+#: request retries 429s after the server's Retry-After on its own.
+DEFAULT_CONCURRENCY: Final = 4
+MAX_CONCURRENCY: Final = 32
 
 #: The field that says when an import last changed (``docs/exa-api.md`` §4.4).
 CURSOR_FIELD: Final = "updatedAt"
@@ -33,6 +65,12 @@ PIPELINE_NAME: Final = "exa_websets"
 DATASET_NAME: Final = "exa_websets"
 DEFAULT_DUCKDB_FILE: Final = "exa.duckdb"
 IMPORTS_TABLE: Final = "imports"
+WEBSETS_TABLE: Final = "websets"
+SEARCHES_TABLE: Final = "webset_searches"
+ENRICHMENTS_TABLE: Final = "webset_enrichments"
+ITEMS_TABLE: Final = "webset_items"
+#: Every resource of the source, in the order they run; the default selection.
+RESOURCES: Final = (IMPORTS_TABLE, WEBSETS_TABLE, SEARCHES_TABLE, ENRICHMENTS_TABLE, ITEMS_TABLE)
 
 #: Column stamped when an import disappears from the API (soft-delete policy); null while live.
 DELETED_AT_COLUMN: Final = "_exa_deleted_at"

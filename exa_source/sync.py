@@ -49,7 +49,6 @@ from typing import Any, Literal
 
 import dlt
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.destination.exceptions import SqlClientNotAvailable
@@ -59,7 +58,7 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from exa_source import settings
 from exa_source.config import DeletionPolicy
 from exa_source.exceptions import ExaDestinationError
-from exa_source.schema import COLUMNS, TIMESTAMP, keys, page_to_table
+from exa_source.schema import IMPORTS, TIMESTAMP, TableSpec
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +92,7 @@ class Plan:
         policy: the deletion policy.
         hint: the resource's ``write_disposition`` hint as it was given (a name or dlt's dict),
             put back after a load that appended into an empty table (see :class:`Scan`).
+        spec: the table's declared columns and conversion.
     """
 
     table: str
@@ -101,6 +101,7 @@ class Plan:
     strategy: str | None
     policy: DeletionPolicy
     hint: Any = None
+    spec: TableSpec = IMPORTS
 
     @property
     def row_version(self) -> bool:
@@ -113,7 +114,7 @@ class Plan:
         return self.disposition == "append"
 
 
-def plan_for(resource: Any, naming: Any, policy: DeletionPolicy) -> Plan:
+def plan_for(resource: Any, naming: Any, policy: DeletionPolicy, spec: TableSpec = IMPORTS) -> Plan:
     """Derive the :class:`Plan` from a resource's current hints.
 
     Args:
@@ -121,12 +122,13 @@ def plan_for(resource: Any, naming: Any, policy: DeletionPolicy) -> Plan:
             source is iterated outside a pipeline (then the declared defaults apply).
         naming: the schema's naming convention (normalizes the table name).
         policy: the deletion policy.
+        spec: the table the resource loads.
 
     Raises:
         ExaDestinationError: the table name is a function of the data (dlt dynamic table names).
     """
     if resource is None:
-        return Plan(settings.IMPORTS_TABLE, "changes", "merge", "delete-insert", policy)
+        return Plan(spec.name, "changes", "merge", "delete-insert", policy, spec=spec)
     if resource.has_dynamic_table_name:
         raise ExaDestinationError(
             f"resource {resource.name!r} has a dynamic table name; exa-source compares every scan"
@@ -141,7 +143,7 @@ def plan_for(resource: Any, naming: Any, policy: DeletionPolicy) -> Plan:
     snapshot = disposition == "replace" or strategy == "scd2"
     table = naming.normalize_table_identifier(str(resource.table_name))
     mode: Mode = "snapshot" if snapshot else "changes"
-    return Plan(table, mode, disposition, strategy, policy, resource.write_disposition)
+    return Plan(table, mode, disposition, strategy, policy, resource.write_disposition, spec)
 
 
 #: Odd multiplier of the polynomial id hash (any odd 64-bit constant works).
@@ -187,6 +189,64 @@ def _hash(ids: pa.Array) -> np.ndarray:
     return out.view(np.int64)
 
 
+#: Odd multiplier that spreads a row's version over 64 bits before it is mixed with its id.
+_VERSION_MULTIPLIER = np.uint64(0xBF58476D1CE4E5B9)
+
+
+def _mix(hashes: np.ndarray, micros: np.ndarray) -> np.ndarray:
+    """One 64-bit value per row from its id hash and its ``updated_at`` (microseconds)."""
+    with np.errstate(over="ignore"):
+        return hashes.view(np.uint64) ^ (
+            micros.astype(np.int64).view(np.uint64) * _VERSION_MULTIPLIER
+        )
+
+
+def _fingerprints(codes: np.ndarray, mixed: np.ndarray, names: Sequence[str]) -> dict[str, str]:
+    """``{scope: "count:sum"}`` over rows grouped by scope code (sums wrap modulo 2**64)."""
+    if not len(codes):
+        return {}
+    order = np.argsort(codes, kind="stable")
+    codes, mixed = codes[order], mixed[order]
+    starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    counts = np.diff(np.concatenate([starts, [len(codes)]]))
+    with np.errstate(over="ignore"):
+        sums = np.add.reduceat(mixed, starts)
+    return {
+        names[int(codes[start])]: f"{int(count)}:{int(total):016x}"
+        for start, count, total in zip(starts, counts, sums, strict=True)
+    }
+
+
+class Fingerprints:
+    """Fingerprints (see :meth:`Record.fingerprints`) of rows as a scan lists them."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, int] = {}
+        self._codes: list[np.ndarray] = []
+        self._mixed: list[np.ndarray] = []
+
+    def add(self, scopes: pa.Array, hashes: np.ndarray, micros: np.ndarray) -> None:
+        """Add a batch: each row's scope, id hash and ``updatedAt`` in microseconds."""
+        encoded = pc.dictionary_encode(scopes)
+        local = np.array(
+            [
+                self._names.setdefault(str(v), len(self._names))
+                for v in encoded.dictionary.to_pylist()
+            ],
+            dtype=np.int32,
+        )
+        indices = encoded.indices.to_numpy(zero_copy_only=False)
+        self._codes.append(local[indices] if len(local) else indices.astype(np.int32))
+        self._mixed.append(_mix(hashes, micros))
+
+    def result(self) -> dict[str, str]:
+        """``{scope: fingerprint}`` of every scope added (scopes with no rows are absent)."""
+        if not self._codes:
+            return {}
+        names = sorted(self._names, key=self._names.__getitem__)
+        return _fingerprints(np.concatenate(self._codes), np.concatenate(self._mixed), names)
+
+
 def _take(values: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
     """``values[rows]`` without concatenating the chunks.
 
@@ -228,6 +288,9 @@ class Record:
         found: ``found`` when read from the table, ``missing`` when the destination said the
             table (or its dataset) does not exist, ``unknown`` when there was nothing to ask
             (no pipeline, no destination, no SQL client).
+        scope: for a table with a scope column (an item's ``webset_id``), each row's scope as a
+            code into :attr:`scope_names`; None otherwise.
+        scope_names: the scopes, by code.
     """
 
     ids: pa.ChunkedArray
@@ -237,6 +300,8 @@ class Record:
     order: np.ndarray
     seen: np.ndarray = field(init=False)
     found: Literal["found", "missing", "unknown"] = "found"
+    scope: np.ndarray | None = None
+    scope_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.seen = np.zeros(len(self.hashes), dtype=bool)
@@ -256,6 +321,8 @@ class Record:
         updated: np.ndarray,
         deleted: np.ndarray,
         hashes: np.ndarray,
+        scope: np.ndarray | None = None,
+        scope_names: Sequence[str] = (),
     ) -> Record:
         """Index rows read from the destination by the hash of their id.
 
@@ -270,7 +337,9 @@ class Record:
         if len(order) < 2**31:  # 4 bytes a row instead of 8
             order = order.astype(np.int32)
         hashes.sort()  # in place: the same values as hashes[order], no copy
-        record = cls(ids, updated, deleted, hashes, order)
+        record = cls(
+            ids, updated, deleted, hashes, order, scope=scope, scope_names=tuple(scope_names)
+        )
         same = np.flatnonzero(record.hashes[1:] == record.hashes[:-1])
         if len(same):
             left = _take(ids, order[same])
@@ -339,6 +408,30 @@ class Record:
         load[present] = (self.updated[where] != micros[present]) | self.deleted[where]
         return load
 
+    def fingerprints(self) -> dict[str, str]:
+        """Per scope, a fingerprint of its live rows: their count and a sum over (id, version).
+
+        Two sets of rows have the same fingerprint only if they hold the same ids at the same
+        ``updated_at`` (up to a 64-bit hash collision): what a source compares with the
+        fingerprint it expected after its last run, to prove the table still holds what it
+        loaded (see :func:`fingerprint`).
+        """
+        if self.scope is None or not len(self.hashes):
+            return {}
+        live = ~self.deleted
+        codes = self.scope[live]
+        mixed = _mix(self.hashes[np.argsort(self.order)][live], self.updated[live])
+        return _fingerprints(codes, mixed, self.scope_names)
+
+    def settle(self, complete: set[str]) -> None:
+        """Count as listed every row whose scope was not scanned whole (no deletion for them)."""
+        if self.scope is None:
+            return
+        wanted = np.array([name in complete for name in self.scope_names], dtype=bool)
+        if not len(wanted):
+            return
+        self.seen[~wanted[self.scope]] = True
+
     def gone(self, include_soft_deleted: bool) -> list[str]:
         """Ids not listed by a complete scan: live ones, plus soft-deleted ones if asked."""
         mask = ~self.seen if include_soft_deleted else ~self.seen & ~self.deleted
@@ -357,10 +450,16 @@ def _columns(client: Any, table: str) -> list[str]:
 
 
 def _record_sql(
-    client: Any, engine: str, table: str, columns: list[str], latest_per_id: bool
+    client: Any,
+    engine: str,
+    table: str,
+    columns: list[str],
+    latest_per_id: bool,
+    scope: str | None = None,
 ) -> str:
-    """``select id, updated (µs or timestamp), deleted (0/1)`` for the record, per engine."""
+    """``select id, updated (µs or timestamp), deleted (0/1)[, scope]`` for the record."""
     quote = client.escape_column_name
+    scoped = "" if scope is None else f", {quote(scope)}"
     updated = quote("updated_at")
     if engine == "duckdb":
         micros = f"epoch_us({updated})"
@@ -382,12 +481,16 @@ def _record_sql(
         if _DLT_LOAD_ID in columns:
             order = f"{quote(_DLT_LOAD_ID)} desc nulls last, {order}"
         source = (
-            f"(select {quote('id')}, {updated}, {deleted} as exa_deleted, row_number() over"
+            f"(select {quote('id')}, {updated}{scoped}, {deleted} as exa_deleted, row_number() over"
             f" (partition by {quote('id')} order by {order}) as exa_rank from {table}) as ranked"
             " where exa_rank = 1"
         )
         deleted = "exa_deleted"
-    return f"select {quote('id')}, {micros} as exa_micros, {deleted} as exa_flag from {source}"
+    return (
+        f"select {quote('id')}, {micros} as exa_micros, {deleted} as exa_flag"
+        f"{scoped and scoped + ' as exa_scope'}"
+        f" from {source}"
+    )
 
 
 def _micros(values: list[Any]) -> np.ndarray:
@@ -402,11 +505,16 @@ def _micros(values: list[Any]) -> np.ndarray:
     return out
 
 
-def _chunks_duckdb(client: Any, sql: str) -> Iterator[tuple[pa.Array, Any, Any]]:
+Chunk = tuple[pa.Array, Any, Any, Any]
+"""Ids, microseconds, deleted flags and scopes (None when the record has no scope)."""
+
+
+def _chunks_duckdb(client: Any, sql: str) -> Iterator[Chunk]:
     """DuckDB: stream the record as Arrow batches (no Python object per row)."""
     reader = client.native_connection.sql(sql).to_arrow_reader(FETCH_ROWS)
     for batch in reader:
-        yield batch.column(0), batch.column(1), batch.column(2)
+        scope = batch.column(3) if batch.num_columns > 3 else None
+        yield batch.column(0), batch.column(1), batch.column(2), scope
 
 
 def _record_ids(ids: list[str]) -> pa.Array:
@@ -418,7 +526,7 @@ def _record_ids(ids: list[str]) -> pa.Array:
     return pa.array(ids, pa.string(), memory_pool=pa.system_memory_pool())
 
 
-def _chunks_postgres(client: Any, sql: str) -> Iterator[tuple[pa.Array, Any, Any]]:
+def _chunks_postgres(client: Any, sql: str) -> Iterator[Chunk]:
     """PostgreSQL: a server-side cursor, so the server streams and the client holds one chunk.
 
     Rows arrive as Python tuples, an object per value, which is what costs: so each row carries
@@ -429,8 +537,15 @@ def _chunks_postgres(client: Any, sql: str) -> Iterator[tuple[pa.Array, Any, Any
     beat ``zip(*rows)`` by 1.5x here.
     """
     fetch = max(1, FETCH_ROWS // 5)
+    scoped = " exa_scope" in sql
+    alias = (
+        "r(exa_id, exa_micros, exa_flag, exa_scope)"
+        if scoped
+        else "r(exa_id, exa_micros, exa_flag)"
+    )
     packed_sql = (
-        f"select exa_id, exa_micros * 2 + exa_flag from ({sql}) as r(exa_id, exa_micros, exa_flag)"
+        f"select exa_id, exa_micros * 2 + exa_flag{', exa_scope' if scoped else ''}"
+        f" from ({sql}) as {alias}"
     )
     with client.begin_transaction():
         with client.native_connection.cursor(name="exa_source_record") as cursor:
@@ -438,27 +553,32 @@ def _chunks_postgres(client: Any, sql: str) -> Iterator[tuple[pa.Array, Any, Any
             cursor.execute(packed_sql)
             ids: list[str] = []
             packed: list[int] = []
+            scopes: list[str] = []
             while True:
                 rows = cursor.fetchmany(fetch)
                 for row in rows:
                     ids.append(row[0])
                     packed.append(row[1])
+                if scoped:
+                    scopes.extend(row[2] for row in rows)
                 last = len(rows) < fetch
                 del rows
                 if ids and (len(ids) >= FETCH_ROWS or last):
                     both = np.asarray(packed, dtype=np.int64)
-                    yield _record_ids(ids), both >> 1, both & 1
-                    ids, packed = [], []
+                    scope = pa.array(scopes, pa.string()) if scoped else None
+                    yield _record_ids(ids), both >> 1, both & 1, scope
+                    ids, packed, scopes = [], [], []
                 if last:
                     return
 
 
-def _chunks_generic(client: Any, sql: str) -> Iterator[tuple[pa.Array, Any, Any]]:
+def _chunks_generic(client: Any, sql: str) -> Iterator[Chunk]:
     """Any other SQL destination: DB-API fetchmany."""
     with client.execute_query(sql) as cursor:
         while rows := cursor.fetchmany(FETCH_ROWS):
-            ids, updated, deleted = zip(*rows, strict=True)
-            yield _record_ids(list(map(str, ids))), _micros(list(updated)), deleted
+            ids, updated, deleted, *scope = zip(*rows, strict=True)
+            scopes = pa.array([str(v) for v in scope[0]], pa.string()) if scope else None
+            yield _record_ids(list(map(str, ids))), _micros(list(updated)), deleted, scopes
 
 
 def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
@@ -491,7 +611,8 @@ def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
             columns = _columns(client, qualified)
         except DatabaseUndefinedRelation:
             return Record.empty("missing")
-        missing = [c for c in ("id", "updated_at") if c not in columns]
+        scope = plan.spec.scope_column
+        missing = [c for c in ("id", "updated_at", scope) if c is not None and c not in columns]
         if missing:
             raise ExaDestinationError(
                 f"table {plan.table!r} has no column {', '.join(missing)}; exa-source compares"
@@ -503,7 +624,7 @@ def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
         )
         latest = plan.latest_per_id
         while True:
-            sql = _record_sql(client, engine, qualified, columns, latest)
+            sql = _record_sql(client, engine, qualified, columns, latest, scope)
             rows = _read(client, sql, chunks)
             if engine == "duckdb":
                 _evict_duckdb_cache(client)
@@ -589,10 +710,10 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _read(
-    client: Any, sql: str, chunks: Any
-) -> tuple[pa.ChunkedArray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Read the record into (ids, micros, deleted, hashes), or None when the table is empty.
+def _read(client: Any, sql: str, chunks: Any) -> tuple[Any, ...] | None:
+    """Read the record into (ids, micros, deleted, hashes, scope codes, scope names).
+
+    Returns None when the table is empty; the scope codes are None when it has no scope.
 
     The rows are counted first so that the arrays are filled in place: concatenating per-chunk
     arrays would hold every array twice at the peak (measured: +20 MB at 1M imports).
@@ -605,8 +726,10 @@ def _read(
     deleted = np.empty(total, dtype=bool)
     hashes = np.empty(total, dtype=np.int64)
     id_chunks: list[pa.Array] = []
+    scope_codes: np.ndarray | None = None
+    names: dict[str, int] = {}
     done = 0
-    for ids, micros, flags in chunks(client, sql):
+    for ids, micros, flags, scopes in chunks(client, sql):
         ids = ids.cast(pa.string())
         end = done + len(ids)
         if end > total:  # rows added since the count: grow
@@ -623,12 +746,27 @@ def _read(
             else np.asarray(flags, dtype=bool)
         )
         hashes[done:end] = _hash(ids)
+        if scopes is not None:
+            if scope_codes is None or len(scope_codes) < total:
+                scope_codes = (
+                    np.empty(total, np.int32)
+                    if scope_codes is None
+                    else np.resize(scope_codes, total)
+                )
+            encoded = pc.dictionary_encode(pa.array(scopes).cast(pa.string()))
+            local = np.array(
+                [names.setdefault(str(v), len(names)) for v in encoded.dictionary.to_pylist()],
+                dtype=np.int32,
+            )
+            scope_codes[done:end] = local[encoded.indices.to_numpy(zero_copy_only=False)]
         id_chunks.append(ids)
         done = end
     if not done:
         return None
     ids_all = pa.chunked_array(id_chunks, pa.string())
-    return ids_all, updated[:done], deleted[:done], hashes[:done]
+    codes = None if scope_codes is None else scope_codes[:done]
+    scope_names = sorted(names, key=names.__getitem__)
+    return ids_all, updated[:done], deleted[:done], hashes[:done], codes, scope_names
 
 
 def emptied_by_this_load(plan: Plan) -> bool:
@@ -680,36 +818,11 @@ def recreate_if_dropped(record: Record, plan: Plan, schema: Any) -> bool:
 # --------------------------------------------------------------------------- deletion marks
 
 
-def _api_row(stored: dict[str, Any], to_api: dict[str, str]) -> dict[str, Any]:
-    """Turn a stored row back into the API's shape, so that it converts like a scanned one."""
-    row: dict[str, Any] = {}
-    entity: dict[str, Any] = {}
-    for name, value in stored.items():
-        if name.startswith("_dlt_") or name == settings.DELETED_AT_COLUMN:
-            continue
-        if isinstance(value, datetime):
-            aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-            value = aware.astimezone(timezone.utc).isoformat()
-        api = to_api.get(name, name)
-        if api.startswith("entity__"):
-            entity[api.removeprefix("entity__")] = value
-        elif api == "metadata" and isinstance(value, str | bytes):
-            row[api] = orjson.loads(value)
-        else:
-            row[api] = value
-    if any(v is not None for v in entity.values()):
-        row["entity"] = entity
-    else:
-        row.setdefault("entity", None)
-    return row
-
-
 def stored_rows(
-    pipeline: dlt.Pipeline, table: str, ids: list[str]
+    pipeline: dlt.Pipeline, table: str, ids: list[str], spec: TableSpec = IMPORTS
 ) -> Iterator[list[dict[str, Any]]]:
     """Read the stored rows of ``ids`` in API shape, a chunk of ids at a time."""
     naming = pipeline.default_schema.naming
-    to_api = {naming.normalize_path(c.name): c.name for c in COLUMNS}
     with pipeline.sql_client() as client:
         qualified = client.make_qualified_table_name(table)
         for start in range(0, len(ids), STORED_CHUNK):
@@ -725,7 +838,7 @@ def stored_rows(
                 kept = latest.get(row["id"])
                 if kept is None or key > (kept.get(_DLT_LOAD_ID) or "", kept.get("updated_at")):
                     latest[row["id"]] = row
-            yield [_api_row(r, to_api) for r in latest.values()]
+            yield [spec.to_api(r, naming) for r in latest.values()]
 
 
 # --------------------------------------------------------------------------- the scan
@@ -789,6 +902,8 @@ class Scan:
         self._yielded_rows = np.zeros(len(record), dtype=bool)
         self._yielded_new: list[np.ndarray] = []  # sorted runs of hashes, see _duplicates
         self._dedup_marked = False
+        #: fingerprints of the listed rows per scope (tables with a scope column only)
+        self.listed = Fingerprints() if plan.spec.scope is not None else None
 
     def select(self, rows: Sequence[dict[str, Any]]) -> Any:
         """Return the rows of one batch that must be written, converted, or None.
@@ -801,13 +916,16 @@ class Scan:
         """
         if not rows:
             return None
-        id_array, updated = keys(rows)
+        spec = self.plan.spec
+        id_array, updated = spec.keys(rows)
         micros = np.asarray(updated.cast(pa.int64()).to_numpy(zero_copy_only=False))
         self.counters.rows += len(rows)
         top = int(micros.max())
         if self.counters.max_updated_at is None or top > self.counters.max_updated_at:
             self.counters.max_updated_at = top
         hashes = _hash(id_array)
+        if self.listed is not None:
+            self.listed.add(spec.scopes(rows), hashes, micros)
         if self.plan.mode == "changes":
             pos = self.record.positions(id_array, hashes)
             load = self.record.changed(id_array, micros, pos)
@@ -821,7 +939,7 @@ class Scan:
             return None
         self.counters.changed += len(picked)
         chosen = rows if len(picked) == len(rows) else [rows[int(i)] for i in picked]
-        table = self._stamp(page_to_table(chosen))
+        table = self._stamp(spec.to_table(chosen))
         if self._duplicates(pos[picked], hashes[picked]) and not self._dedup_marked:
             # the source declares its rows deduplicated (no window over the staging table);
             # this load must deduplicate after all, keeping the newest updatedAt (dlt: the last
@@ -830,7 +948,7 @@ class Scan:
             self._dedup_marked = True
             self.appends = False
             logger.warning(
-                "%s: an import is listed twice in one scan; deduplicating", self.plan.table
+                "%s: a %s is listed twice in one scan; deduplicating", self.plan.table, spec.noun
             )
             newest_first = {"name": settings.CURSOR_FIELD, "dedup_sort": "desc"}
             return dlt.mark.with_hints(
@@ -872,14 +990,23 @@ class Scan:
                 runs.append(np.sort(np.concatenate([older, newer]), kind="stable"))
         return seen_twice
 
-    def deletion_marks(self, pipeline: dlt.Pipeline | None) -> Iterator[pa.Table]:
-        """After a complete scan: the stored rows of imports gone from the API, marked deleted.
+    def deletion_marks(
+        self, pipeline: dlt.Pipeline | None, complete: set[str] | None = None
+    ) -> Iterator[pa.Table]:
+        """After a complete scan: the stored rows of objects gone from the API, marked deleted.
 
         ``soft`` and ``hard`` yield the same rows; the ``hard_delete`` hint on
         ``_exa_deleted_at`` makes dlt delete them under ``hard``. ``hard`` also purges rows a
         previous ``soft`` run marked. Nothing in ``snapshot`` mode or under ``off``.
+
+        Args:
+            pipeline: the running pipeline (None outside one: nothing is yielded).
+            complete: for a table with a scope column, the scopes listed whole by this scan
+                (an item's webset); rows of other scopes are never taken for deleted.
         """
         self.counters.complete = True
+        if complete is not None:
+            self.record.settle(complete)
         if self.plan.mode != "changes" or self.plan.policy == "off" or pipeline is None:
             return
         gone = self.record.gone(include_soft_deleted=self.plan.policy == "hard")
@@ -887,19 +1014,20 @@ class Scan:
             return
         when = datetime.now(timezone.utc).replace(microsecond=0)
         stamp = pa.scalar(when, TIMESTAMP)
-        for rows in stored_rows(pipeline, self.plan.table, gone):
+        for rows in stored_rows(pipeline, self.plan.table, gone, self.plan.spec):
             if not rows:
                 continue
-            table = page_to_table(rows)
+            table = self.plan.spec.to_table(rows)
             index = table.schema.get_field_index(settings.DELETED_AT_COLUMN)
             marks = pa.repeat(stamp, len(rows))
             table = table.set_column(index, table.schema.field(index), marks)
             self.counters.deleted += len(rows)
             yield self._stamp(table)
         logger.info(
-            "%s: %d imports gone from the API (%s delete)",
+            "%s: %d %ss gone from the API (%s delete)",
             self.plan.table,
             self.counters.deleted,
+            self.plan.spec.noun,
             self.plan.policy,
         )
 
