@@ -107,12 +107,15 @@ class RequestStats:
         pages: list pages decoded successfully.
         retried: attempts that failed with a retryable status (429, 5xx).
         started: ``time.monotonic()`` at creation.
+        server_date: the ``Date`` header of the last response, as sent (the server's clock).
     """
 
     requests: int = 0
     pages: int = 0
     retried: int = 0
     started: float = field(default_factory=time.monotonic)
+    server_date: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 def _api_message(response: Response) -> str:
@@ -280,7 +283,9 @@ def raise_for_exa_status(response: Response, *args: Any, **kwargs: Any) -> None:
         raise ExaCreditsError(
             f"Exa answered 402: out of credits or over the key's budget ({message})."
         )
-    raise ExaAPIError(f"Exa API error {status} on {response.request.path_url}: {message}")
+    raise ExaAPIError(
+        f"Exa API error {status} on {response.request.path_url}: {message}", status=status
+    )
 
 
 def decoded_body(response: Response) -> Any:
@@ -526,9 +531,12 @@ class ExaRESTClient(RESTClient):
         self._watchdog = _BodyWatchdog()
 
     def _count(self, response: Response, *args: Any, **kwargs: Any) -> None:
-        self.stats.requests += 1
-        if response.status_code == 429 or response.status_code >= 500:
-            self.stats.retried += 1
+        stats = self.stats
+        with stats.lock:  # cursor chains of several websets are read at once
+            stats.requests += 1
+            stats.server_date = response.headers.get("Date") or stats.server_date
+            if response.status_code == 429 or response.status_code >= 500:
+                stats.retried += 1
 
     def _read_body(self, response: Response, *args: Any, **kwargs: Any) -> None:
         """Response hook: read the whole body within ``body_timeout`` seconds.
@@ -595,10 +603,13 @@ class ExaRESTClient(RESTClient):
                 f" not objects ({listed}{', ...' if len(bad) > 5 else ''});"
                 " expected import objects"
             )
-        self.stats.pages += 1
+        with self.stats.lock:
+            self.stats.pages += 1
         return data
 
-    def pages(self, path: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
+    def pages(
+        self, path: str, page_size: int, params: dict[str, Any] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
         """Yield the ``data`` list of every page of a list endpoint, first to last.
 
         Pages are fetched and decoded one page ahead in a background thread, so that waiting
@@ -611,10 +622,18 @@ class ExaRESTClient(RESTClient):
             ExaPaginationError: a malformed page, or ``max_pages``/``max_seconds`` reached.
             ExaError: see :func:`raise_for_exa_status`.
         """
-        return prefetched(self._pages(path, page_size), settings.PAGES_AHEAD)
+        return prefetched(self._pages(path, page_size, params), settings.PAGES_AHEAD)
 
-    def _pages(self, path: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
+    def _pages(
+        self, path: str, page_size: int, params: dict[str, Any] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
         """The pages, fetched in the calling thread.
+
+        Args:
+            path: the list endpoint.
+            page_size: ``limit``.
+            params: more query parameters (a list value is sent as a repeated key, as
+                ``types=a&types=b``, what the events list expects).
 
         Raises:
             ExaAPIError: a 429/5xx or network error that outlasted every retry.
@@ -624,7 +643,7 @@ class ExaRESTClient(RESTClient):
         try:
             yield from self.paginate(
                 path,
-                params={"limit": page_size},
+                params={"limit": page_size, **(params or {})},
                 hooks=hooks,
                 data_selector="data",
                 allow_redirects=False,
@@ -640,6 +659,95 @@ class ExaRESTClient(RESTClient):
                 f"Could not read {path} from Exa after {self.max_attempts} attempts:"
                 f" {type(exc).__name__}: {exc}. Nothing was committed; rerun later."
             ) from None
+
+    def chains(
+        self,
+        paths: dict[str, str],
+        page_size: int,
+        concurrency: int,
+    ) -> Iterator[tuple[str, list[dict[str, Any]] | BaseException | None]]:
+        """Read several cursor chains at once: yield ``(key, page)`` as pages arrive.
+
+        Each chain (e.g. one webset's items) is read in order by one worker; up to
+        ``concurrency`` chains are read at a time, and a bounded queue keeps at most two pages
+        per worker waiting, so memory stays flat however many chains there are. Every request
+        goes through the same retrying session (429 ``Retry-After`` is honoured per request).
+
+        Yields:
+            ``(key, page)`` for each page of a chain, in the chain's order; then ``(key, None)``
+            when the chain ended normally, or ``(key, error)`` when its list answered 404 (the
+            parent was deleted while it was read).
+
+        Raises:
+            ExaError: any other error of any chain; the other workers stop at their next page.
+        """
+        if not paths:
+            return
+        # dlt's retrying session keeps 50 connections per host: enough for MAX_CONCURRENCY
+        workers = max(1, min(concurrency, len(paths)))
+        todo: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        for item in paths.items():
+            todo.put(item)
+        box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2 * workers)
+        stop = threading.Event()
+
+        def put(entry: tuple[str, Any]) -> bool:
+            while not stop.is_set():
+                try:
+                    box.put(entry, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work() -> None:
+            while not stop.is_set():
+                try:
+                    key, path = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    for page in self._pages(path, page_size):
+                        if not put((key, page)):
+                            return
+                    end: Any = None
+                except ExaAPIError as exc:
+                    if exc.status != 404:
+                        put((key, _Failed(exc)))
+                        return
+                    end = exc
+                except BaseException as exc:  # re-raised in the consumer
+                    put((key, _Failed(exc)))
+                    return
+                if not put((key, end)):
+                    return
+
+        threads = [
+            threading.Thread(target=work, name=f"exa-chain-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        remaining = len(paths)
+        try:
+            while remaining:
+                key, item = box.get()
+                if isinstance(item, _Failed):
+                    raise item.error
+                if item is None or isinstance(item, BaseException):
+                    remaining -= 1
+                yield key, item
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=5)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """An error a chain worker hands to the consumer, to be raised there."""
+
+    error: BaseException
 
 
 _DONE = object()

@@ -149,3 +149,32 @@ def validate_policy(policy: Any) -> DeletionPolicy:
         if policy == known:
             return known
     raise ExaConfigError(f"deletions={policy!r} must be one of {', '.join(POLICIES)}")
+
+
+def validate_concurrency(concurrency: Any) -> int:
+    """Check the number of websets whose items are read at once (1-``MAX_CONCURRENCY``).
+
+    Raises:
+        ExaConfigError: out of range or not an integer.
+    """
+    top = settings.MAX_CONCURRENCY
+    if (
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or not 1 <= concurrency <= top
+    ):
+        raise ExaConfigError(f"concurrency={concurrency!r} must be an integer from 1 to {top}")
+    return concurrency
+
+
+def validate_reconcile_days(days: Any) -> float:
+    """Check how often every webset's items are scanned whole, in days (0 = every run).
+
+    Raises:
+        ExaConfigError: negative, not finite or not a number.
+    """
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days < 36_500:
+        raise ExaConfigError(
+            f"items_reconcile_days={days!r} must be a number of days from 0 (every run) up"
+        )
+    return float(days)

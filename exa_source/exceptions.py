@@ -36,7 +36,16 @@ class ExaCreditsError(ExaError):
 
 
 class ExaAPIError(ExaError):
-    """Any other failed request: a 4xx, or 429/5xx/network errors after every retry."""
+    """Any other failed request: a 4xx, or 429/5xx/network errors after every retry.
+
+    Attributes:
+        status: the HTTP status of a 4xx answer (e.g. 404 for a webset deleted while its
+            items were read); None for errors after retries.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ExaPaginationError(ExaError):

@@ -1,20 +1,23 @@
-"""The dlt source ``exa`` and its resource ``imports``.
+"""The dlt source ``exa`` and its resources, one per table (``settings.RESOURCES``).
 
-``GET /websets/v0/imports`` has no filter on ``updatedAt`` and lists imports newest first by
-``createdAt`` (``docs/exa-api.md`` §2, §4.4), so every run pages through all imports. Which of
-them are written is decided by comparing the scan with the destination table
-(:mod:`exa_source.sync`): no high-water mark, no lag window and no keys in the local state take
-part, so the table converges on the API whatever happened to the state or the table in between.
+No list of the API has a filter on ``updatedAt`` (``docs/exa-api.md`` §4.4), so ``imports`` and
+``websets`` page through everything on every run, and searches and enrichments come embedded
+in the websets. Which rows are written is decided by comparing the scan with the destination
+table (:mod:`exa_source.sync`): no high-water mark, no lag window and no keys in the local
+state take part, so each table converges on the API whatever happened to the state or the
+table in between. Items are the exception to "page through everything": only the websets
+:mod:`exa_source.items` picks (new, changed, with item events, due a reconcile, or whose rows
+in the table no longer match what the last load wrote) are read, each whole, several at once.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import dlt
 from dlt.extract.resource import DltResource
@@ -26,10 +29,13 @@ from exa_source.config import (
     parse_timestamp,
     require_api_key,
     validate_base_url,
+    validate_concurrency,
     validate_page_size,
     validate_policy,
+    validate_reconcile_days,
 )
-from exa_source.schema import column_hints
+from exa_source.items import ItemsPlan, WebsetList, server_now
+from exa_source.schema import ENRICHMENTS, IMPORTS, ITEMS, SEARCHES, WEBSETS, TableSpec
 from exa_source.sync import (
     Record,
     Scan,
@@ -84,13 +90,116 @@ def _running() -> tuple[Any, Any, Any, str | None]:
     return pipeline, resource, schema, load_id
 
 
-def _imports(
-    client: ExaRESTClient,
-    page_size: int,
-    policy: DeletionPolicy,
-    since: datetime | None,
+class _Feed(Protocol):
+    """Where one resource's rows come from, and what it saves after a complete scan."""
+
+    client: ExaRESTClient
+
+    def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
+        """The rows to compare with ``record``, a page (or any batch) at a time."""
+        ...
+
+    def complete(self) -> set[str] | None:
+        """For a scoped table: the scopes listed whole (deletions only there); else None."""
+        ...
+
+    def save(self, state: dict[str, Any], scan: Scan) -> None:
+        """Update the resource state after the deletion marks (a complete scan only)."""
+        ...
+
+
+class _ListFeed:
+    """A list endpoint read whole: ``imports``."""
+
+    def __init__(self, client: ExaRESTClient, path: str, page_size: int) -> None:
+        self.client, self.path, self.page_size = client, path, page_size
+
+    def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
+        return self.client.pages(self.path, self.page_size)
+
+    def complete(self) -> set[str] | None:
+        return None
+
+    def save(self, state: dict[str, Any], scan: Scan) -> None:
+        return None
+
+
+class _WebsetsFeed(_ListFeed):
+    """The websets, or the searches or enrichments embedded in them (``embedded``).
+
+    Searches and enrichments have no list endpoint (``docs/exa-api.md`` §4.1): a complete
+    websets listing holds every one of them, so the ones absent from it were deleted (with
+    their webset, or on their own).
+    """
+
+    def __init__(self, client: ExaRESTClient, websets: WebsetList, embedded: str | None) -> None:
+        super().__init__(client, settings.WEBSETS_PATH, settings.WEBSETS_PAGE_SIZE)
+        self.websets, self.embedded = websets, embedded
+
+    def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
+        websets = self.websets.get(self.client, load_id)
+        if self.embedded is None:
+            yield websets
+            return
+        rows = [
+            row
+            for webset in websets
+            for row in webset.get(self.embedded) or []
+            if isinstance(row, dict)
+        ]
+        yield rows
+
+
+class _ItemsFeed(_ListFeed):
+    """The items of the websets :class:`~exa_source.items.ItemsPlan` picks, read whole."""
+
+    def __init__(
+        self,
+        client: ExaRESTClient,
+        websets: WebsetList,
+        concurrency: int,
+        reconcile_days: float,
+        policy: DeletionPolicy,
+    ) -> None:
+        super().__init__(client, settings.WEBSETS_PATH, settings.ITEMS_PAGE_SIZE)
+        self.websets, self.concurrency = websets, concurrency
+        self.reconcile_days, self.policy = reconcile_days, policy
+        self.plan: ItemsPlan | None = None
+        self.state: dict[str, Any] = {}
+
+    def bind(self, state: dict[str, Any]) -> None:
+        """Give the feed the resource state it plans from."""
+        self.state = state
+
+    def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
+        websets = self.websets.get(self.client, load_id)
+        self.plan = ItemsPlan(
+            self.client,
+            websets,
+            record,
+            self.state,
+            self.reconcile_days,
+            now=server_now(self.websets.server_date),
+        )
+        self.plan.choose()
+        return self.plan.pages(self.concurrency)
+
+    def complete(self) -> set[str] | None:
+        return None if self.plan is None else self.plan.scopes_complete()
+
+    def save(self, state: dict[str, Any], scan: Scan) -> None:
+        if self.plan is None or scan.listed is None:
+            return
+        kept = scan.record.fingerprints(unseen=True) if self.policy == "off" else {}
+        state.update(self.plan.state(scan.listed.result(), kept))
+        state["last_scan"]["websets_read"] = len(self.plan.complete)
+        state["last_scan"]["events_read"] = self.plan.events_read
+
+
+def _scan(
+    spec: TableSpec, feed: _Feed, policy: DeletionPolicy, since: datetime | None
 ) -> Iterator[Any]:
-    """Yield the imports that differ from the destination table, then the deletion marks.
+    """Yield the rows of ``spec``'s table that differ from the destination, then deletion marks.
 
     Yields Arrow tables (one may be wrapped by ``dlt.mark.with_hints``, see
     :meth:`~exa_source.sync.Scan.select`).
@@ -101,18 +210,20 @@ def _imports(
     converted to a full table (a rerun with few changes converts almost nothing). One table per
     batch, not per page: dlt computes the table schema once per Arrow item (~4 ms).
 
-    After the last page (a complete scan) the imports gone from the API are yielded as deletion
+    After the last page (a complete scan) the rows gone from the API are yielded as deletion
     marks. The resource state then describes the scan (``dlt pipeline exa_websets info -v``);
     a scan stopped early (``add_limit``, an error) records ``complete: false`` and deletes
     nothing.
     """
     pipeline, resource, schema, load_id = _running()
-    plan = plan_for(resource, schema.naming if schema is not None else None, policy)
+    plan = plan_for(resource, schema.naming if schema is not None else None, policy, spec)
     state = dlt.current.resource_state() if pipeline is not None else {}
     for key in _LEGACY_STATE:
         state.pop(key, None)
     if resource is not None and resource.incremental is None:
         state.pop("incremental", None)  # the high-water mark of versions before 0.2
+    if isinstance(feed, _ItemsFeed):
+        feed.bind(state)
     emptied = emptied_by_this_load(plan)
     if plan.mode == "snapshot" or emptied:
         record = Record.empty()
@@ -129,12 +240,12 @@ def _imports(
         len(record),
         record.found,
     )
-    stats = client.stats
+    stats = feed.client.stats
     batch: list[dict[str, Any]] = []
     next_log = time.monotonic() + settings.PROGRESS_EVERY_SECONDS
     try:
         with _quiet_declared_json(resource.name if resource is not None else plan.table):
-            for page in client.pages(settings.IMPORTS_PATH, page_size):
+            for page in feed.pages(record, load_id):
                 batch.extend(page)
                 if len(batch) >= settings.ROWS_PER_TABLE:
                     if (table := scan.select(batch)) is not None:
@@ -150,12 +261,13 @@ def _imports(
                     next_log = time.monotonic() + settings.PROGRESS_EVERY_SECONDS
             if (table := scan.select(batch)) is not None:
                 yield table
-            yield from scan.deletion_marks(pipeline)
+            yield from scan.deletion_marks(pipeline, feed.complete())
     finally:
         state["last_scan"] = scan.state(time.monotonic() - stats.started, stats)
         if scan.hinted and resource is not None:
             # this package appends into the empty table; the resource merges again next run
             resource.write_disposition = plan.hint
+    feed.save(state, scan)
     logger.info(
         "%s: scan complete, %d rows in %d pages; %d new or changed, %d deleted",
         plan.table,
@@ -175,26 +287,35 @@ def exa_websets_source(
     deletions: str = settings.DEFAULT_DELETIONS,
     max_pages: int = settings.MAX_PAGES,
     max_seconds: float = settings.MAX_SECONDS,
-) -> DltResource:
-    """Exa Websets: the ``imports`` resource, merged on ``id``, written only where it changed.
+    concurrency: int = settings.DEFAULT_CONCURRENCY,
+    items_reconcile_days: float = settings.ITEMS_RECONCILE_DAYS,
+) -> Sequence[DltResource]:
+    """Exa Websets: every resource merged on ``id``, written only where it changed.
+
+    Resources (``with_resources(...)`` selects; default all): ``imports``, ``websets``,
+    ``webset_searches``, ``webset_enrichments``, ``webset_items``.
 
     Args:
         api_key: Exa API key: ``SOURCES__EXA__API_KEY``, ``[sources.exa] api_key`` in
             ``.dlt/secrets.toml``, else the ``EXA_API_KEY`` environment variable.
         base_url: API root; ``/websets/v0/...`` is appended. Plain http only on loopback.
-        page_size: imports per request, 1-200; 200 means the fewest requests.
-        initial_updated_at: backfill start: only imports updated at or after it are loaded
-            (older ones are never counted as deleted either).
-        deletions: imports deleted in Exa: ``soft`` (keep the row, stamp
+        page_size: imports per request, 1-200; 200 means the fewest requests. (Websets and
+            items are always read 100 a page, their maximum.)
+        initial_updated_at: backfill start for ``imports``: only imports updated at or after
+            it are loaded (older ones are never counted as deleted either).
+        deletions: objects deleted in Exa: ``soft`` (keep the row, stamp
             ``_exa_deleted_at``), ``hard`` (delete the row) or ``off``. Written in the same
             load package as the changed rows, after a complete scan only.
         max_pages: a scan still paging after this many pages fails (and deletes nothing): an
             API that answers ``hasMore: true`` with a fresh cursor forever would otherwise
-            never end.
+            never end. Counted per list (per webset for items).
         max_seconds: the same bound in wall-clock seconds.
+        concurrency: websets whose items are read at once, 1-32.
+        items_reconcile_days: every webset's items are read whole at least this often, in
+            days (0: on every run); this is when items deleted in Exa are found.
 
     Returns:
-        The ``imports`` resource.
+        The resources.
 
     Raises:
         ExaConfigError: no key, or an invalid option (checked before any request).
@@ -203,24 +324,39 @@ def exa_websets_source(
     base_url = validate_base_url(base_url)
     validate_page_size(page_size)
     policy = validate_policy(deletions)
+    concurrency = validate_concurrency(concurrency)
+    reconcile_days = validate_reconcile_days(items_reconcile_days)
     since = parse_timestamp(initial_updated_at) if initial_updated_at else None
-    client = ExaRESTClient(base_url, key, max_pages=max_pages, max_seconds=max_seconds)
-    resource: DltResource = dlt.resource(
-        _imports,
-        name=settings.IMPORTS_TABLE,
-        primary_key="id",
-        # "deduplicated": the scan lists each import once; if it ever meets one twice, it marks
-        # its load for deduplication (exa_source.sync.Scan._duplicates)
-        write_disposition={
-            "disposition": "merge",
-            "strategy": "delete-insert",
-            "deduplicated": True,
-        },
-        columns=column_hints(hard_delete=policy == "hard"),
-        # New API fields add columns; a type change fails the run at extract, before anything
-        # is written. With the default ("evolve"), dlt retypes the column in its schema only,
-        # and the load then fails on the destination (PostgreSQL: retried as a transient
-        # error, leaving a pending package that blocks later runs).
-        schema_contract={"tables": "evolve", "columns": "evolve", "data_type": "freeze"},
-    )(client, page_size, policy, since)
-    return resource
+
+    def client() -> ExaRESTClient:  # one per resource: its own request counters
+        return ExaRESTClient(base_url, key, max_pages=max_pages, max_seconds=max_seconds)
+
+    websets = WebsetList()
+    feeds: list[tuple[TableSpec, _Feed, datetime | None]] = [
+        (IMPORTS, _ListFeed(client(), settings.IMPORTS_PATH, page_size), since),
+        (WEBSETS, _WebsetsFeed(client(), websets, None), None),
+        (SEARCHES, _WebsetsFeed(client(), websets, "searches"), None),
+        (ENRICHMENTS, _WebsetsFeed(client(), websets, "enrichments"), None),
+        (ITEMS, _ItemsFeed(client(), websets, concurrency, reconcile_days, policy), None),
+    ]
+    return [
+        dlt.resource(
+            _scan,
+            name=spec.name,
+            primary_key="id",
+            # "deduplicated": the scan lists each object once; if it ever meets one twice, it
+            # marks its load for deduplication (exa_source.sync.Scan._duplicates)
+            write_disposition={
+                "disposition": "merge",
+                "strategy": "delete-insert",
+                "deduplicated": True,
+            },
+            columns=spec.hints(hard_delete=policy == "hard"),
+            # New API fields add columns; a type change fails the run at extract, before
+            # anything is written. With the default ("evolve"), dlt retypes the column in its
+            # schema only, and the load then fails on the destination (PostgreSQL: retried as
+            # a transient error, leaving a pending package that blocks later runs).
+            schema_contract={"tables": "evolve", "columns": "evolve", "data_type": "freeze"},
+        )(spec, feed, policy, feed_since)
+        for spec, feed, feed_since in feeds
+    ]

@@ -408,17 +408,20 @@ class Record:
         load[present] = (self.updated[where] != micros[present]) | self.deleted[where]
         return load
 
-    def fingerprints(self) -> dict[str, str]:
+    def fingerprints(self, unseen: bool = False) -> dict[str, str]:
         """Per scope, a fingerprint of its live rows: their count and a sum over (id, version).
 
         Two sets of rows have the same fingerprint only if they hold the same ids at the same
         ``updated_at`` (up to a 64-bit hash collision): what a source compares with the
         fingerprint it expected after its last run, to prove the table still holds what it
-        loaded (see :func:`fingerprint`).
+        loaded (see :mod:`exa_source.items`).
+
+        Args:
+            unseen: only the rows this run's scan did not list (after :meth:`settle`).
         """
         if self.scope is None or not len(self.hashes):
             return {}
-        live = ~self.deleted
+        live = ~self.deleted & ~self.seen if unseen else ~self.deleted
         codes = self.scope[live]
         mixed = _mix(self.hashes[np.argsort(self.order)][live], self.updated[live])
         return _fingerprints(codes, mixed, self.scope_names)

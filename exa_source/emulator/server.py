@@ -53,6 +53,7 @@ Hostile input (what a test can throw at it):
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import io
 import ipaddress
 import logging
@@ -704,6 +705,9 @@ class _Handler(BaseHTTPRequestHandler):
         if content_type:
             head.append(f"Content-Type: {content_type}")
         head.append(f"Content-Length: {len(body)}")
+        # the emulator's clock, as a real server's Date (clients may read the server's time)
+        now = self.server.emulator.store.clock.now_ms() / 1000
+        head.append(f"Date: {email.utils.formatdate(now, usegmt=True)}")
         for name, value in (headers or {}).items():
             head.append(f"{name}: {value}")
         if self.close_connection:
