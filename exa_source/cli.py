@@ -198,6 +198,28 @@ def _add_load_options(parser: argparse.ArgumentParser, demo: bool = False) -> No
         help="fail a scan still paging after this many seconds"
         f" (default: {settings.MAX_SECONDS:,.0f})",
     )
+    parser.add_argument(
+        "--resources",
+        type=_resource_list,
+        default=None,
+        help="comma-separated tables to load, among "
+        + ",".join(settings.RESOURCES)
+        + " (default: all)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="websets whose items are read at once, 1-"
+        f"{settings.MAX_CONCURRENCY} (default: {settings.DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--items-reconcile-days",
+        type=float,
+        default=None,
+        help="read every webset's items whole at least this often, which finds items deleted"
+        f" in Exa; 0 = every run (default: {settings.ITEMS_RECONCILE_DAYS:g})",
+    )
     if demo:
         refresh = (
             "accepted like `exa-source load --full-refresh`; the demo's first load always"
@@ -282,11 +304,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resource_list(text: str) -> tuple[str, ...]:
+    """Parse ``--resources``: known names, comma-separated."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in settings.RESOURCES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown resource {', '.join(unknown) or repr(text)}; choose among"
+            f" {', '.join(settings.RESOURCES)}"
+        )
+    return names
+
+
+_SCAN_OPTIONS = (
+    "page_size",
+    "deletions",
+    "max_pages",
+    "max_seconds",
+    "resources",
+    "concurrency",
+    "items_reconcile_days",
+)
+
+
 def _scan_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options ``load`` and ``demo`` share (see :func:`_add_load_options`)."""
-    return {
-        name: getattr(args, name) for name in ("page_size", "deletions", "max_pages", "max_seconds")
-    }
+    return {name: getattr(args, name) for name in _SCAN_OPTIONS}
 
 
 def _load(args: argparse.Namespace) -> int:

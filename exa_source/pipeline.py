@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -34,10 +34,10 @@ class LoadSummary:
     """What one run did, for the CLI's summary line and the DAG's XCom.
 
     Attributes:
-        rows_loaded: imports written by this run: new or changed compared with the destination
-            table, plus ``rows_recovered``.
-        rows_read: import rows read from the API (every run scans them all).
-        rows_deleted: imports found deleted upstream by this run's complete scan, written as
+        rows_loaded: rows written by this run, all tables: new or changed compared with the
+            destination tables, plus ``rows_recovered``.
+        rows_read: rows read from the API, all tables.
+        rows_deleted: rows found deleted upstream by this run's complete scans, written as
             deletion marks in the same load (soft- or hard-deleted by the deletion policy).
         pages: list pages read.
         requests: HTTP attempts, retries included.
@@ -46,8 +46,10 @@ class LoadSummary:
         destination: destination type, e.g. ``duckdb``.
         dataset: dataset (schema) name.
         load_id: dlt load id, or None when nothing was loaded.
-        rows_recovered: imports written by the package a killed or failed run left behind,
+        rows_recovered: rows written by the package a killed or failed run left behind,
             loaded first by this run (0 when there was none).
+        tables: per table this run loaded: ``rows_loaded``, ``rows`` (read), ``deleted``,
+            ``pages``, ``requests``, ``retried`` (items also ``websets_read``, ``events_read``).
     """
 
     rows_loaded: int
@@ -61,6 +63,7 @@ class LoadSummary:
     dataset: str
     load_id: str | None
     rows_recovered: int = 0
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the summary as plain JSON-able values."""
@@ -72,17 +75,31 @@ class LoadSummary:
         Deletions and recovered rows are mentioned only when there were some.
         """
         return (
-            f"Loaded {self.rows_loaded:,} new or changed imports"
+            f"Loaded {self._what()}"
             f" (read {self.rows_read:,} in {_count(self.pages, 'page')},"
             f" {_count(self.requests, 'request')}, {self.retried:,} retried) into"
             f" {self.destination} dataset {self.dataset} in {self.seconds:.1f} s"
             + (f"; {self.rows_deleted:,} deleted in Exa" if self.rows_deleted else "")
             + (
-                f"; {self.rows_recovered:,} of the loaded imports came from the package an"
+                f"; {self.rows_recovered:,} of the loaded rows came from the package an"
                 " interrupted run left"
                 if self.rows_recovered
                 else ""
             )
+        )
+
+    def _what(self) -> str:
+        """``N new or changed imports, N websets, ...``: the tables that read or wrote rows."""
+        shown = [
+            (table, t["rows_loaded"])
+            for table, t in self.tables.items()
+            if t["rows_loaded"] or t["rows"] or table == settings.IMPORTS_TABLE
+        ]
+        if not shown:
+            shown = [(table, 0) for table in self.tables][:1] or [("rows", self.rows_loaded)]
+        first, rest = shown[0], shown[1:]
+        return ", ".join(
+            [f"{first[1]:,} new or changed {first[0]}", *(f"{n:,} {t}" for t, n in rest)]
         )
 
 
@@ -162,13 +179,28 @@ def unwrap(exc: BaseException) -> BaseException:
 
 def imports_state(pipeline: dlt.Pipeline) -> dict[str, Any]:
     """The ``imports`` resource's state as last committed (the last scan's description)."""
+    return resource_state(pipeline, settings.IMPORTS_TABLE)
+
+
+def resource_state(pipeline: dlt.Pipeline, resource: str) -> dict[str, Any]:
+    """A resource's state as last committed."""
     state: dict[str, Any] = (
         pipeline.state.get("sources", {})
         .get(settings.SOURCE_NAME, {})
         .get("resources", {})
-        .get(settings.IMPORTS_TABLE, {})
+        .get(resource, {})
     )
     return state
+
+
+def scan_state(pipeline: dlt.Pipeline, resource: str) -> dict[str, Any]:
+    """The description of a resource's last scan (``last_scan`` in its state)."""
+    scan: dict[str, Any] = resource_state(pipeline, resource).get("last_scan", {})
+    return scan
+
+
+#: What the summary counts per table, as each scan's state names it.
+_TABLE_KEYS = ("rows", "deleted", "pages", "requests", "retried")
 
 
 #: The lock file each run holds in the pipeline's working folder (see :func:`exclusive`).
@@ -311,6 +343,9 @@ def run_load(
     max_pages: int | None = None,
     max_seconds: float | None = None,
     full_refresh: bool = False,
+    resources: tuple[str, ...] | list[str] | None = None,
+    concurrency: int | None = None,
+    items_reconcile_days: float | None = None,
 ) -> LoadSummary:
     """Run one load of the ``exa`` source into ``pipeline``.
 
@@ -332,14 +367,25 @@ def run_load(
         "deletions": deletions,
         "max_pages": max_pages,
         "max_seconds": max_seconds,
+        "concurrency": concurrency,
+        "items_reconcile_days": items_reconcile_days,
     }
     source = exa_websets_source(api_key=key, **{k: v for k, v in options.items() if v is not None})
+    if resources:
+        unknown = sorted(set(resources) - set(settings.RESOURCES))
+        if unknown:
+            raise ExaConfigError(
+                f"unknown resource {', '.join(unknown)}; choose among"
+                f" {', '.join(settings.RESOURCES)}"
+            )
+        source = source.with_resources(*resources)
+    selected = list(source.selected_resources)
     started = time.monotonic()
     with exclusive(pipeline), duckdb_held(pipeline):
         if full_refresh:
             drop_views(pipeline)  # PostgreSQL: the views would block dlt's drop of `imports`
         # the scan of the package a killed run left, if any: its rows count as this run's
-        pending = imports_state(pipeline).get("last_scan", {})
+        pending = {t: scan_state(pipeline, t) for t in selected}
         try:
             recovered = recover_interrupted_run(pipeline)
             info = pipeline.run(
@@ -350,15 +396,27 @@ def run_load(
             _raise_clearly(pipeline, exc)
         create_views(pipeline)
     seconds = time.monotonic() - started
-    scan = imports_state(pipeline).get("last_scan", {})
-    rows_recovered = pending.get("changed", 0) if recovered else 0
+    tables: dict[str, dict[str, Any]] = {}
+    for table in selected:
+        scan = scan_state(pipeline, table)
+        tables[table] = {
+            "rows_loaded": scan.get("changed", 0)
+            + (pending[table].get("changed", 0) if recovered else 0),
+            **{key: scan.get(key, 0) for key in _TABLE_KEYS},
+        }
+        for key in ("websets_read", "events_read"):
+            if key in scan:
+                tables[table][key] = scan[key]
+    total = {key: sum(t[key] for t in tables.values()) for key in ("rows_loaded", *_TABLE_KEYS)}
+    rows_recovered = sum(pending[t].get("changed", 0) for t in selected) if recovered else 0
     summary = LoadSummary(
-        rows_loaded=scan.get("changed", 0) + rows_recovered,
-        rows_read=scan.get("rows", 0),
-        rows_deleted=scan.get("deleted", 0),
-        pages=scan.get("pages", 0),
-        requests=scan.get("requests", 0),
-        retried=scan.get("retried", 0),
+        rows_loaded=total["rows_loaded"],
+        rows_read=total["rows"],
+        rows_deleted=total["deleted"],
+        pages=total["pages"],
+        requests=total["requests"],
+        retried=total["retried"],
+        tables=tables,
         seconds=round(seconds, 3),
         destination=pipeline.destination.destination_name if pipeline.destination else "",
         dataset=pipeline.dataset_name,

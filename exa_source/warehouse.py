@@ -132,6 +132,115 @@ from events
 group by day
 """
 
+# ------------------------------------------------------------- views of websets and items
+# Placeholders: {items}, {websets}, {enrichments}, {items_current}, {item_enrichments},
+# {item_evaluations} are qualified names. JSON columns are unnested per engine: DuckDB's
+# json_extract on '$[*]' and PostgreSQL's jsonb_array_elements; every output column is cast to
+# the same type on both engines. Soft-deleted rows (``_exa_deleted_at`` set) are left out.
+
+#: Live items with their webset's title and the typed fields BI filters on.
+ITEMS_CURRENT_VIEW = "webset_items_current"
+#: One row per item and enrichment result, with the enrichment's title and format.
+ITEM_ENRICHMENTS_VIEW = "webset_item_enrichments"
+#: One row per item and criterion evaluation.
+ITEM_EVALUATIONS_VIEW = "webset_item_evaluations"
+
+ITEMS_CURRENT_SQL = """
+create or replace view {items_current} as
+select i."id" as item_id,
+       i."webset_id",
+       cast(w."title" as text) as webset_title,
+       i."entity_type",
+       cast(coalesce(i."name", i."title") as text) as name_or_title,
+       i."url",
+       i."description",
+       i."position",
+       i."company_name",
+       i."location",
+       i."industry",
+       i."employees",
+       i."source",
+       i."source_id",
+       i."created_at",
+       i."updated_at"
+from {items} as i
+left join {websets} as w on w."id" = i."webset_id"
+where i."_exa_deleted_at" is null
+"""
+
+_ENRICHMENT_COLUMNS = """
+select i."id" as item_id,
+       i."webset_id",
+       cast(({enrichment_id}) as text) as enrichment_id,
+       cast(e."title" as text) as title,
+       cast(coalesce(({format}), e."format") as text) as format,
+       cast(({status}) as text) as status,
+       cast({result} as text) as result,
+       cast(({reasoning}) as text) as reasoning
+"""
+ITEM_ENRICHMENTS_DUCKDB = (
+    "create or replace view {item_enrichments} as"
+    + _ENRICHMENT_COLUMNS.format(
+        enrichment_id="r ->> 'enrichmentId'",
+        format="r ->> 'format'",
+        status="r ->> 'status'",
+        result="array_to_string(json_extract_string(r, '$.result[*]'), ', ')",
+        reasoning="r ->> 'reasoning'",
+    )
+    + """from {items} as i
+cross join unnest(json_extract(i."enrichments", '$[*]')) as t(r)
+left join {enrichments} as e on e."id" = (r ->> 'enrichmentId')
+where i."_exa_deleted_at" is null
+"""
+)
+ITEM_ENRICHMENTS_POSTGRES = (
+    "create or replace view {item_enrichments} as"
+    + _ENRICHMENT_COLUMNS.format(
+        enrichment_id="r ->> 'enrichmentId'",
+        format="r ->> 'format'",
+        status="r ->> 'status'",
+        result="(select string_agg(v, ', ') from jsonb_array_elements_text(case when"
+        " jsonb_typeof(r -> 'result') = 'array' then r -> 'result' end) as v)",
+        reasoning="r ->> 'reasoning'",
+    )
+    + """from {items} as i
+cross join lateral jsonb_array_elements(case when jsonb_typeof(i."enrichments") = 'array'
+    then i."enrichments" else '[]'::jsonb end) as r
+left join {enrichments} as e on e."id" = (r ->> 'enrichmentId')
+where i."_exa_deleted_at" is null
+"""
+)
+_EVALUATION_COLUMNS = """
+select i."id" as item_id,
+       i."webset_id",
+       cast((r ->> 'criterion') as text) as criterion,
+       cast((r ->> 'satisfied') as text) as satisfied,
+       cast((r ->> 'reasoning') as text) as reasoning
+"""
+ITEM_EVALUATIONS_DUCKDB = (
+    "create or replace view {item_evaluations} as"
+    + _EVALUATION_COLUMNS
+    + """from {items} as i
+cross join unnest(json_extract(i."evaluations", '$[*]')) as t(r)
+where i."_exa_deleted_at" is null
+"""
+)
+ITEM_EVALUATIONS_POSTGRES = (
+    "create or replace view {item_evaluations} as"
+    + _EVALUATION_COLUMNS
+    + """from {items} as i
+cross join lateral jsonb_array_elements(case when jsonb_typeof(i."evaluations") = 'array'
+    then i."evaluations" else '[]'::jsonb end) as r
+where i."_exa_deleted_at" is null
+"""
+)
+#: Views of the items: name -> (DuckDB SQL, PostgreSQL SQL); other engines get the DuckDB SQL.
+ITEM_VIEWS: dict[str, tuple[str, str]] = {
+    ITEMS_CURRENT_VIEW: (ITEMS_CURRENT_SQL, ITEMS_CURRENT_SQL),
+    ITEM_ENRICHMENTS_VIEW: (ITEM_ENRICHMENTS_DUCKDB, ITEM_ENRICHMENTS_POSTGRES),
+    ITEM_EVALUATIONS_VIEW: (ITEM_EVALUATIONS_DUCKDB, ITEM_EVALUATIONS_POSTGRES),
+}
+
 #: View name -> SQL, in creation order (later views read earlier ones).
 VIEWS: dict[str, str] = {CURRENT_VIEW: CURRENT_SQL, STATUS_VIEW: STATUS_SQL, DAILY_VIEW: DAILY_SQL}
 
@@ -261,12 +370,76 @@ def _postgres_column_types(client: Any, columns: Sequence[str]) -> dict[str, str
 def create_views(pipeline: dlt.Pipeline) -> list[str]:
     """Create or refresh the BI views in the pipeline's dataset (cheap: no data is copied).
 
-    Skipped (with a log line) while the ``imports`` table has never received data: dlt has not
-    created it in the destination yet.
+    The views of a table are skipped (with a log line) while it has never received data: dlt
+    has not created it in the destination yet.
 
     Returns:
         The names of the views created; empty when skipped.
     """
+    created = _create_import_views(pipeline)
+    created += _create_item_views(pipeline)
+    return created
+
+
+def _seen(pipeline: dlt.Pipeline, table_name: str) -> bool:
+    if not pipeline.default_schema_name:
+        return False
+    table = pipeline.default_schema.tables.get(table_name)
+    return table is not None and has_table_seen_data(table)
+
+
+#: Stands in for a table that does not exist (yet) in a view's join: no row, the same columns.
+_NO_ROWS = (
+    '(select cast(null as text) as "id", cast(null as text) as "title",'
+    ' cast(null as text) as "format" where 1 = 0)'
+)
+
+
+def item_view_statements(qualify: Any, postgres: bool, present: set[str]) -> list[str]:
+    """The ``create or replace`` statements of :data:`ITEM_VIEWS`, for one engine.
+
+    Args:
+        qualify: ``name -> qualified name``.
+        postgres: PostgreSQL SQL instead of DuckDB's.
+        present: the tables that exist; a missing ``websets`` or ``webset_enrichments`` is
+            joined as no rows (their columns in the views are then null).
+    """
+    names = {
+        "items": qualify(settings.ITEMS_TABLE),
+        "websets": qualify(settings.WEBSETS_TABLE)
+        if settings.WEBSETS_TABLE in present
+        else _NO_ROWS,
+        "enrichments": qualify(settings.ENRICHMENTS_TABLE)
+        if settings.ENRICHMENTS_TABLE in present
+        else _NO_ROWS,
+        "items_current": qualify(ITEMS_CURRENT_VIEW),
+        "item_enrichments": qualify(ITEM_ENRICHMENTS_VIEW),
+        "item_evaluations": qualify(ITEM_EVALUATIONS_VIEW),
+    }
+    return [sql[postgres].format(**names).strip() for sql in ITEM_VIEWS.values()]
+
+
+def _create_item_views(pipeline: dlt.Pipeline) -> list[str]:
+    """Create the views of :data:`ITEM_VIEWS` once ``webset_items`` has data."""
+    if not _seen(pipeline, settings.ITEMS_TABLE):
+        return []
+    present = {
+        t for t in (settings.WEBSETS_TABLE, settings.ENRICHMENTS_TABLE) if _seen(pipeline, t)
+    }
+    postgres = pipeline.destination is not None and (
+        pipeline.destination.destination_name == "postgres"
+    )
+    with pipeline.sql_client() as client:
+        statements = item_view_statements(client.make_qualified_table_name, postgres, present)
+        with client.begin_transaction():
+            for statement in statements:
+                client.execute_sql(statement)
+    logger.info("views: %s refreshed in %s", ", ".join(ITEM_VIEWS), pipeline.dataset_name)
+    return list(ITEM_VIEWS)
+
+
+def _create_import_views(pipeline: dlt.Pipeline) -> list[str]:
+    """Create the views of :data:`VIEWS` once ``imports`` has data."""
     table = _imports_table(pipeline.default_schema) if pipeline.default_schema_name else None
     if table is None or not has_table_seen_data(table):
         logger.info("views: %s has no data yet; views not created", settings.IMPORTS_TABLE)
@@ -304,7 +477,7 @@ def create_views(pipeline: dlt.Pipeline) -> list[str]:
 
 def _drop(client: Any, postgres: bool) -> None:
     """Drop the views (and on PostgreSQL their function) inside the caller's transaction."""
-    for view in reversed(VIEWS):
+    for view in [*reversed(ITEM_VIEWS), *reversed(VIEWS)]:
         client.execute_sql(f"drop view if exists {client.make_qualified_table_name(view)}")
     if postgres:
         function = client.make_qualified_table_name(CURRENT_FUNCTION)
