@@ -88,10 +88,14 @@ from .store import (
     to_ms,
 )
 from .websets import (
+    EnrichmentNotFoundError,
     ItemNotFoundError,
+    SearchNotFoundError,
     WebsetConflictError,
     WebsetNotFoundError,
     WebsetStore,
+    validate_enrichment_create,
+    validate_search_create,
     validate_webset_create,
     validate_webset_update,
 )
@@ -137,6 +141,8 @@ MAX_FAULT_DELAY_S = 600.0
 MAX_MUTATE = 1_000_000
 """Largest count per field accepted by ``POST /_emulator/mutate``."""
 _FAULT_KINDS = ("status", "html", "slow", "reset", "malformed")
+_STEP_KEYS = ("webset", "items", "enrich")
+_SUB_IDS = {"items": "{item}", "searches": "{search}", "enrichments": "{enrichment}"}
 _CRLF = re.compile(r"[\r\n]")
 _RATE_LIMIT_MSG = (
     "You've exceeded your Exa rate limit of 10 requests per second. Please slow down and try again."
@@ -933,9 +939,11 @@ class Emulator:
         if path.startswith(_EVENTS):
             return _EVENTS if not path[len(_EVENTS) :].strip("/") else _EVENTS + "/{id}"
         if path.startswith(_WEBSETS):
-            parts = path[len(_WEBSETS) :].strip("/").split("/")
-            names = ("", "/{id}", "/{id}/items", "/{id}/items/{item}")
-            return _WEBSETS + names[min(len(parts) if parts != [""] else 0, 3)]
+            parts = [p for p in path[len(_WEBSETS) :].split("/") if p]
+            name = [_WEBSETS, "{id}"][: len(parts) + 1] + parts[1:2]
+            if len(parts) > 2:
+                name.append(_SUB_IDS.get(parts[1], "{sub}"))
+            return "/".join(name + parts[3:4])
         if path.startswith("/_uploads/"):
             return "/_uploads/{id}"
         if path.startswith("/_emulator/"):
@@ -1151,11 +1159,56 @@ class Emulator:
                 if method == "DELETE":
                     obj = self.websets.delete_item(parts[0], parts[2])
                     return 200, orjson.dumps(obj), _JSON, {}
+            elif parts[1] in ("searches", "enrichments"):
+                reply = self._sub_route(method, parts, body)
+                if reply is not None:
+                    return reply
         except WebsetNotFoundError:
             raise _not_found("Webset not found", api_path) from None
         except ItemNotFoundError:
             raise _not_found("Item not found", api_path) from None
+        except SearchNotFoundError:
+            raise _not_found("Search not found", api_path) from None
+        except EnrichmentNotFoundError:
+            raise _not_found("Enrichment not found", api_path) from None
         raise _not_found(f"Cannot {method} {api_path}", api_path)
+
+    def _sub_route(
+        self, method: str, parts: list[str], body: bytes
+    ) -> tuple[int, bytes, str, Mapping[str, str]] | None:
+        """Searches and enrichments of a webset: ``parts`` is ``[webset, kind, id?, "cancel"?]``.
+
+        ``POST`` creates (201, as observed; the spec says 200); ``GET`` one; ``POST .../cancel``;
+        ``DELETE`` an enrichment. Returns ``None`` for a method or path that is not a route.
+        """
+        webset, kind, rest = parts[0], parts[1], parts[2:]
+        store = self.websets
+        obj: dict[str, Any] | None = None
+        if kind == "searches":
+            if not rest and method == "POST":
+                create = _parse_json(body)
+                errors = validate_search_create(create)
+                if errors:
+                    raise _bad_request(errors)
+                return 201, orjson.dumps(store.create_search(webset, create)), _JSON, {}
+            if len(rest) == 1 and method == "GET":
+                obj = store.get_search(webset, rest[0])
+            elif rest[1:] == ["cancel"] and method == "POST":
+                obj = store.cancel_search(webset, rest[0])
+        else:
+            if not rest and method == "POST":
+                create = _parse_json(body)
+                errors = validate_enrichment_create(create)
+                if errors:
+                    raise _bad_request(errors)
+                return 201, orjson.dumps(store.create_enrichment(webset, create)), _JSON, {}
+            if len(rest) == 1 and method == "GET":
+                obj = store.get_enrichment(webset, rest[0])
+            elif len(rest) == 1 and method == "DELETE":
+                obj = store.delete_enrichment(webset, rest[0])
+            elif rest[1:] == ["cancel"] and method == "POST":
+                obj = store.cancel_enrichment(webset, rest[0])
+        return None if obj is None else (200, orjson.dumps(obj), _JSON, {})
 
     def _webset_one(
         self, method: str, webset: str, params: Mapping[str, list[str]], body: bytes
@@ -1278,6 +1331,14 @@ class Emulator:
             if errors:
                 raise _bad_request(errors)
             return orjson.dumps(self.store.mutate(**params))
+        if path == "/_emulator/websets/step" and method == "POST":
+            errors = _step_errors(params)
+            if errors:
+                raise _bad_request(errors)
+            try:
+                return orjson.dumps(self.websets.step(**params))
+            except WebsetNotFoundError:
+                raise _not_found("Webset not found", path) from None
         if path == "/_emulator/clock" and method in ("POST", "GET"):
             self._move_clock(params)
             return orjson.dumps({"now": iso_ms(self.store.clock.now_ms())})
@@ -1328,6 +1389,20 @@ def _mutate_errors(params: Mapping[str, Any]) -> list[str]:
             errors.append(f"{key} must be an integer number")
         elif key != "seed" and not 0 <= value <= MAX_MUTATE:
             errors.append(f"{key} must be between 0 and {MAX_MUTATE}")
+    return errors
+
+
+def _step_errors(params: Mapping[str, Any]) -> list[str]:
+    """Validate a ``POST /_emulator/websets/step`` body; return messages (empty when valid)."""
+    errors = [f"property {k} should not exist" for k in params if k not in _STEP_KEYS]
+    if params.get("webset") is not None and not isinstance(params["webset"], str):
+        errors.append("webset must be a string")
+    for key in ("items", "enrich"):
+        value = params.get(key, 10 if key == "items" else None)
+        if value is None and key == "enrich":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MUTATE:
+            errors.append(f"{key} must be an integer between 0 and {MAX_MUTATE}")
     return errors
 
 
