@@ -764,10 +764,12 @@ class WebsetStore:
             }
             emitted: list[tuple[str, bytes, int]] = []
             for ws in targets:
+                first = len(emitted)
                 self._step_searches(ws, items, now, touched, emitted)
                 self._step_enrichments(ws, enrich, now, touched, emitted)
                 if ws.obj["status"] == "running" and not _busy(ws.obj):
-                    self._set_status(ws, "idle", now)
+                    # idle after (not before) the item events this step stamped now + 1...
+                    self._set_status(ws, "idle", max([now] + [e[2] for e in emitted[first:]]))
                     stamp = to_ms(ws.obj["updatedAt"])
                     emitted.append(("webset.idle", orjson.dumps(ws.obj), stamp))
             self.events.emit_many(emitted)
