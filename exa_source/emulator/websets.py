@@ -989,6 +989,7 @@ class WebsetStore:
             slug = f"{n}-{i}"
             props = make(rng, slug)
             url = props["url"]
+            evaluations = _evaluations(crit_texts, url, rand)
             result = _enrichment_value(rng, enr_fmt, slug)
             enriched = t + 1000 + int(rand() * 60_000)
             data[item_id] = _dumps(
@@ -997,7 +998,7 @@ class WebsetStore:
                     sid,
                     id_,
                     props,
-                    _evaluations(crit_texts, url, rand),
+                    evaluations,
                     [_result_dict(eid, enr_fmt, "completed", result, url)],
                     t,
                     enriched,
