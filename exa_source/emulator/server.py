@@ -1,4 +1,4 @@
-"""HTTP front end of the Exa Websets emulator (imports, websets, items, events).
+"""HTTP front end of the Exa Websets emulator (imports, websets, items, searches, events).
 
 A stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive. Every reply is written
 with a single ``write`` carrying the status line, ``Content-Type``, ``Content-Length`` and the
@@ -11,6 +11,10 @@ body. Routes (docs/exa-api.md §3.1):
   ``GET/DELETE .../{webset}/items/{id}``, where ``{webset}`` is an id or an externalId
   (docs/exa-api.md §4.5), same authentication; data in :class:`~.websets.WebsetStore`. Their
   requests are counted per route in the stats; ``list_pages`` counts import pages only.
+* ``POST .../{webset}/searches`` (201), ``GET .../{webset}/searches/{id}``,
+  ``POST .../{webset}/searches/{id}/cancel``; ``POST .../{webset}/enrichments`` (201),
+  ``GET/DELETE .../{webset}/enrichments/{id}``, ``POST .../{webset}/enrichments/{id}/cancel``:
+  same authentication; they move only when driven (``POST /_emulator/websets/step``).
 * ``GET /websets/v0/events`` (``cursor``, ``limit``, ``types``, ``createdAfter``,
   ``createdBefore``) and ``GET /websets/v0/events/{id}``: the events the other routes and
   seeding emitted (docs/exa-api.md §4.6), same authentication; data in
@@ -31,6 +35,10 @@ body. Routes (docs/exa-api.md §3.1):
     "seed": s}`` → ids touched (see :meth:`ImportStore.mutate`).
   - ``POST /_emulator/clock`` ``{"advance": seconds}`` and/or ``{"set": "<iso>"}`` (set first,
     then advance) → ``{"now"}``.
+  - ``POST /_emulator/websets/step`` ``{"webset": "<id or externalId>", "items": n,
+    "enrich": n}`` (all optional: every webset, 10, all) → ``{"items_created": [...],
+    "items_enriched": [...], "searches": [...], "enrichments": [...]}``: one driven step of
+    searches and enrichments (see :meth:`~.websets.WebsetStore.step`); unknown webset 404.
 
 Hostile input (what a test can throw at it):
 
@@ -142,6 +150,8 @@ MAX_MUTATE = 1_000_000
 """Largest count per field accepted by ``POST /_emulator/mutate``."""
 _FAULT_KINDS = ("status", "html", "slow", "reset", "malformed")
 _STEP_KEYS = ("webset", "items", "enrich")
+_SubAction = Callable[[str, str], dict[str, Any]]
+"""A store method on one search or enrichment: ``(webset, id) -> object``."""
 _SUB_IDS = {"items": "{item}", "searches": "{search}", "enrichments": "{enrichment}"}
 _CRLF = re.compile(r"[\r\n]")
 _RATE_LIMIT_MSG = (
@@ -1183,32 +1193,27 @@ class Emulator:
         """
         webset, kind, rest = parts[0], parts[1], parts[2:]
         store = self.websets
-        obj: dict[str, Any] | None = None
+        actions: dict[tuple[str, int], _SubAction]
         if kind == "searches":
-            if not rest and method == "POST":
-                create = _parse_json(body)
-                errors = validate_search_create(create)
-                if errors:
-                    raise _bad_request(errors)
-                return 201, orjson.dumps(store.create_search(webset, create)), _JSON, {}
-            if len(rest) == 1 and method == "GET":
-                obj = store.get_search(webset, rest[0])
-            elif rest[1:] == ["cancel"] and method == "POST":
-                obj = store.cancel_search(webset, rest[0])
+            validate, create = validate_search_create, store.create_search
+            actions = {("GET", 1): store.get_search, ("POST", 2): store.cancel_search}
         else:
-            if not rest and method == "POST":
-                create = _parse_json(body)
-                errors = validate_enrichment_create(create)
-                if errors:
-                    raise _bad_request(errors)
-                return 201, orjson.dumps(store.create_enrichment(webset, create)), _JSON, {}
-            if len(rest) == 1 and method == "GET":
-                obj = store.get_enrichment(webset, rest[0])
-            elif len(rest) == 1 and method == "DELETE":
-                obj = store.delete_enrichment(webset, rest[0])
-            elif rest[1:] == ["cancel"] and method == "POST":
-                obj = store.cancel_enrichment(webset, rest[0])
-        return None if obj is None else (200, orjson.dumps(obj), _JSON, {})
+            validate, create = validate_enrichment_create, store.create_enrichment
+            actions = {
+                ("GET", 1): store.get_enrichment,
+                ("DELETE", 1): store.delete_enrichment,
+                ("POST", 2): store.cancel_enrichment,
+            }
+        if not rest and method == "POST":
+            params = _parse_json(body)
+            errors = validate(params)
+            if errors:
+                raise _bad_request(errors)
+            return 201, orjson.dumps(create(webset, params)), _JSON, {}
+        action = actions.get((method, len(rest)))
+        if action is None or rest[1:] not in ([], ["cancel"]):
+            return None
+        return 200, orjson.dumps(action(webset, rest[0])), _JSON, {}
 
     def _webset_one(
         self, method: str, webset: str, params: Mapping[str, list[str]], body: bytes
