@@ -13,7 +13,16 @@ Cursors are the bare ULID of the last object of the previous page (recorded for 
 the next page holds the objects strictly after it in list order, whether or not it still
 exists, so a cursor survives deletions between pages.
 
-Nothing changes by itself: searches stay as created until a later step drives them.
+Nothing changes by itself: searches and enrichments stay as they are until
+:meth:`WebsetStore.step` (``POST /_emulator/websets/step``) drives them. A search or an
+enrichment is the very dict embedded in its webset's ``searches`` or ``enrichments``, so
+``GET .../searches/{id}`` and the webset always agree.
+
+``updatedAt``: an object that changes gets the emulator clock, or its previous ``updatedAt`` +
+1 ms if the clock has not moved past it, so it strictly increases even in a frozen millisecond.
+A webset's own ``updatedAt`` moves only when its status, title or metadata change, not when its
+items, searches or enrichments do: the API does not say whether item activity bumps it, so a
+connector must not rely on it (embedded searches and enrichments carry their own).
 """
 
 from __future__ import annotations
@@ -340,7 +349,7 @@ class WebsetStore:
         The optional ``search`` becomes one embedded search in status ``created`` and the
         webset is ``running``; without a search the webset is ``idle``. Each of
         ``enrichments`` becomes an embedded enrichment in status ``pending``. Items only appear
-        when a later step drives the search (not emulated yet) or through :meth:`seed`.
+        when :meth:`step` drives the search, or through :meth:`seed`.
 
         Raises:
             WebsetConflictError: ``externalId`` is taken (the API's 409).
