@@ -1,7 +1,8 @@
 """Offline emulator of the Exa Websets API: imports, websets and their items.
 
-Routes: ``/websets/v0/imports``, ``/websets/v0/websets`` (with ``.../{webset}/items``) and
-``/websets/v0/events``.
+Routes: ``/websets/v0/imports``, ``/websets/v0/websets`` (with ``.../{webset}/items``,
+``.../searches`` and ``.../enrichments``) and ``/websets/v0/events``; searches and enrichments
+move only when driven (``POST /_emulator/websets/step``, :meth:`WebsetStore.step`).
 
 Faithful to the recorded real behaviour described in ``docs/exa-api.md``, quirks included, and
 fast enough never to be the bottleneck of a benchmark. Use it in-process::
@@ -42,7 +43,14 @@ from .store import (
     iso_ms,
     parse_time,
 )
-from .websets import ItemNotFoundError, WebsetConflictError, WebsetNotFoundError, WebsetStore
+from .websets import (
+    EnrichmentNotFoundError,
+    ItemNotFoundError,
+    SearchNotFoundError,
+    WebsetConflictError,
+    WebsetNotFoundError,
+    WebsetStore,
+)
 
 __all__ = [
     "CLOCK_MAX",
@@ -58,6 +66,7 @@ __all__ = [
     "Clock",
     "Emulator",
     "EmulatorStats",
+    "EnrichmentNotFoundError",
     "EventLog",
     "EventNotFoundError",
     "Fault",
@@ -68,6 +77,7 @@ __all__ = [
     "InvalidTransitionError",
     "ItemNotFoundError",
     "Page",
+    "SearchNotFoundError",
     "TimeRangeError",
     "WebsetConflictError",
     "WebsetNotFoundError",

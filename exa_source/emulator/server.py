@@ -1,4 +1,4 @@
-"""HTTP front end of the Exa Websets emulator (imports, websets, items, events).
+"""HTTP front end of the Exa Websets emulator (imports, websets, items, searches, events).
 
 A stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive. Every reply is written
 with a single ``write`` carrying the status line, ``Content-Type``, ``Content-Length`` and the
@@ -11,6 +11,10 @@ body. Routes (docs/exa-api.md §3.1):
   ``GET/DELETE .../{webset}/items/{id}``, where ``{webset}`` is an id or an externalId
   (docs/exa-api.md §4.5), same authentication; data in :class:`~.websets.WebsetStore`. Their
   requests are counted per route in the stats; ``list_pages`` counts import pages only.
+* ``POST .../{webset}/searches`` (201), ``GET .../{webset}/searches/{id}``,
+  ``POST .../{webset}/searches/{id}/cancel``; ``POST .../{webset}/enrichments`` (201),
+  ``GET/DELETE .../{webset}/enrichments/{id}``, ``POST .../{webset}/enrichments/{id}/cancel``:
+  same authentication; they move only when driven (``POST /_emulator/websets/step``).
 * ``GET /websets/v0/events`` (``cursor``, ``limit``, ``types``, ``createdAfter``,
   ``createdBefore``) and ``GET /websets/v0/events/{id}``: the events the other routes and
   seeding emitted (docs/exa-api.md §4.6), same authentication; data in
@@ -31,6 +35,10 @@ body. Routes (docs/exa-api.md §3.1):
     "seed": s}`` → ids touched (see :meth:`ImportStore.mutate`).
   - ``POST /_emulator/clock`` ``{"advance": seconds}`` and/or ``{"set": "<iso>"}`` (set first,
     then advance) → ``{"now"}``.
+  - ``POST /_emulator/websets/step`` ``{"webset": "<id or externalId>", "items": n,
+    "enrich": n}`` (all optional: every webset, 10, all) → ``{"items_created": [...],
+    "items_enriched": [...], "searches": [...], "enrichments": [...]}``: one driven step of
+    searches and enrichments (see :meth:`~.websets.WebsetStore.step`); unknown webset 404.
 
 Hostile input (what a test can throw at it):
 
@@ -89,10 +97,14 @@ from .store import (
     to_ms,
 )
 from .websets import (
+    EnrichmentNotFoundError,
     ItemNotFoundError,
+    SearchNotFoundError,
     WebsetConflictError,
     WebsetNotFoundError,
     WebsetStore,
+    validate_enrichment_create,
+    validate_search_create,
     validate_webset_create,
     validate_webset_update,
 )
@@ -138,6 +150,10 @@ MAX_FAULT_DELAY_S = 600.0
 MAX_MUTATE = 1_000_000
 """Largest count per field accepted by ``POST /_emulator/mutate``."""
 _FAULT_KINDS = ("status", "html", "slow", "reset", "malformed")
+_STEP_KEYS = ("webset", "items", "enrich")
+_SubAction = Callable[[str, str], dict[str, Any]]
+"""A store method on one search or enrichment: ``(webset, id) -> object``."""
+_SUB_IDS = {"items": "{item}", "searches": "{search}", "enrichments": "{enrichment}"}
 _CRLF = re.compile(r"[\r\n]")
 _RATE_LIMIT_MSG = (
     "You've exceeded your Exa rate limit of 10 requests per second. Please slow down and try again."
@@ -937,9 +953,11 @@ class Emulator:
         if path.startswith(_EVENTS):
             return _EVENTS if not path[len(_EVENTS) :].strip("/") else _EVENTS + "/{id}"
         if path.startswith(_WEBSETS):
-            parts = path[len(_WEBSETS) :].strip("/").split("/")
-            names = ("", "/{id}", "/{id}/items", "/{id}/items/{item}")
-            return _WEBSETS + names[min(len(parts) if parts != [""] else 0, 3)]
+            parts = [p for p in path[len(_WEBSETS) :].split("/") if p]
+            name = [_WEBSETS, "{id}"][: len(parts) + 1] + parts[1:2]
+            if len(parts) > 2:
+                name.append(_SUB_IDS.get(parts[1], "{sub}"))
+            return "/".join(name + parts[3:4])
         if path.startswith("/_uploads/"):
             return "/_uploads/{id}"
         if path.startswith("/_emulator/"):
@@ -1155,11 +1173,51 @@ class Emulator:
                 if method == "DELETE":
                     obj = self.websets.delete_item(parts[0], parts[2])
                     return 200, orjson.dumps(obj), _JSON, {}
+            elif parts[1] in ("searches", "enrichments"):
+                reply = self._sub_route(method, parts, body)
+                if reply is not None:
+                    return reply
         except WebsetNotFoundError:
             raise _not_found("Webset not found", api_path) from None
         except ItemNotFoundError:
             raise _not_found("Item not found", api_path) from None
+        except SearchNotFoundError:
+            raise _not_found("Search not found", api_path) from None
+        except EnrichmentNotFoundError:
+            raise _not_found("Enrichment not found", api_path) from None
         raise _not_found(f"Cannot {method} {api_path}", api_path)
+
+    def _sub_route(
+        self, method: str, parts: list[str], body: bytes
+    ) -> tuple[int, bytes, str, Mapping[str, str]] | None:
+        """Searches and enrichments of a webset: ``parts`` is ``[webset, kind, id?, "cancel"?]``.
+
+        ``POST`` creates (201, as observed; the spec says 200); ``GET`` one; ``POST .../cancel``;
+        ``DELETE`` an enrichment. Returns ``None`` for a method or path that is not a route.
+        """
+        webset, kind, rest = parts[0], parts[1], parts[2:]
+        store = self.websets
+        actions: dict[tuple[str, int], _SubAction]
+        if kind == "searches":
+            validate, create = validate_search_create, store.create_search
+            actions = {("GET", 1): store.get_search, ("POST", 2): store.cancel_search}
+        else:
+            validate, create = validate_enrichment_create, store.create_enrichment
+            actions = {
+                ("GET", 1): store.get_enrichment,
+                ("DELETE", 1): store.delete_enrichment,
+                ("POST", 2): store.cancel_enrichment,
+            }
+        if not rest and method == "POST":
+            params = _parse_json(body)
+            errors = validate(params)
+            if errors:
+                raise _bad_request(errors)
+            return 201, orjson.dumps(create(webset, params)), _JSON, {}
+        action = actions.get((method, len(rest)))
+        if action is None or rest[1:] not in ([], ["cancel"]):
+            return None
+        return 200, orjson.dumps(action(webset, rest[0])), _JSON, {}
 
     def _webset_one(
         self, method: str, webset: str, params: Mapping[str, list[str]], body: bytes
@@ -1282,6 +1340,14 @@ class Emulator:
             if errors:
                 raise _bad_request(errors)
             return orjson.dumps(self.store.mutate(**params))
+        if path == "/_emulator/websets/step" and method == "POST":
+            errors = _step_errors(params)
+            if errors:
+                raise _bad_request(errors)
+            try:
+                return orjson.dumps(self.websets.step(**params))
+            except WebsetNotFoundError:
+                raise _not_found("Webset not found", path) from None
         if path == "/_emulator/clock" and method in ("POST", "GET"):
             self._move_clock(params)
             return orjson.dumps({"now": iso_ms(self.store.clock.now_ms())})
@@ -1332,6 +1398,20 @@ def _mutate_errors(params: Mapping[str, Any]) -> list[str]:
             errors.append(f"{key} must be an integer number")
         elif key != "seed" and not 0 <= value <= MAX_MUTATE:
             errors.append(f"{key} must be between 0 and {MAX_MUTATE}")
+    return errors
+
+
+def _step_errors(params: Mapping[str, Any]) -> list[str]:
+    """Validate a ``POST /_emulator/websets/step`` body; return messages (empty when valid)."""
+    errors = [f"property {k} should not exist" for k in params if k not in _STEP_KEYS]
+    if params.get("webset") is not None and not isinstance(params["webset"], str):
+        errors.append("webset must be a string")
+    for key in ("items", "enrich"):
+        value = params.get(key, 10 if key == "items" else None)
+        if value is None and key == "enrich":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MUTATE:
+            errors.append(f"{key} must be an integer between 0 and {MAX_MUTATE}")
     return errors
 
 

@@ -13,7 +13,16 @@ Cursors are the bare ULID of the last object of the previous page (recorded for 
 the next page holds the objects strictly after it in list order, whether or not it still
 exists, so a cursor survives deletions between pages.
 
-Nothing changes by itself: searches stay as created until a later step drives them.
+Nothing changes by itself: searches and enrichments stay as they are until
+:meth:`WebsetStore.step` (``POST /_emulator/websets/step``) drives them. A search or an
+enrichment is the very dict embedded in its webset's ``searches`` or ``enrichments``, so
+``GET .../searches/{id}`` and the webset always agree.
+
+``updatedAt``: an object that changes gets the emulator clock, or its previous ``updatedAt`` +
+1 ms if the clock has not moved past it, so it strictly increases even in a frozen millisecond.
+A webset's own ``updatedAt`` moves only when its status, title or metadata change, not when its
+items, searches or enrichments do: the API does not say whether item activity bumps it, so a
+connector must not rely on it (embedded searches and enrichments carry their own).
 """
 
 from __future__ import annotations
@@ -22,19 +31,31 @@ import bisect
 import logging
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from .events import EventLog
-from .store import SEED_ANCHOR, Clock, Page, _dumps, encode_ulid, iso_ms, next_ulid, to_ms
+from .store import (
+    ENTITY_TYPES,
+    SEED_ANCHOR,
+    Clock,
+    Page,
+    _dumps,
+    encode_ulid,
+    iso_ms,
+    next_ulid,
+    to_ms,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ENRICHMENT_FORMATS",
+    "EnrichmentNotFoundError",
     "ItemNotFoundError",
+    "SearchNotFoundError",
     "WebsetConflictError",
     "WebsetNotFoundError",
     "WebsetStore",
@@ -55,6 +76,14 @@ class WebsetNotFoundError(KeyError):
 
 class ItemNotFoundError(KeyError):
     """Unknown item id (or an item of another webset)."""
+
+
+class SearchNotFoundError(KeyError):
+    """Unknown search id (or a search of another webset)."""
+
+
+class EnrichmentNotFoundError(KeyError):
+    """Unknown enrichment id (or an enrichment of another webset)."""
 
 
 class WebsetConflictError(ValueError):
@@ -113,7 +142,7 @@ def _search_dict(
         "entity": params.get("entity") or {"type": "company"},
         "criteria": criteria,
         "count": count,
-        "behavior": "override",
+        "behavior": params.get("behavior") or "override",
         "exclude": list(params.get("exclude") or []),
         "scope": list(params.get("scope") or []),
         "progress": {
@@ -151,6 +180,89 @@ def _enrichment_dict(
         "createdAt": iso_ms(created),
         "updatedAt": iso_ms(updated),
     }
+
+
+def _result_dict(
+    enrichment_id: str, fmt: str, status: str, result: list[str] | None, url: str
+) -> dict[str, Any]:
+    """An item's ``EnrichmentResult``: reasoning and a reference only when something was found."""
+    found = status == "completed" and result is not None
+    return {
+        "object": "enrichment_result",
+        "status": status,
+        "format": fmt,
+        "result": result,
+        "reasoning": "Found on the website." if found else None,
+        "references": [{"title": None, "snippet": None, "url": url}] if found else [],
+        "enrichmentId": enrichment_id,
+    }
+
+
+def _evaluations(
+    criteria: Sequence[str], url: str, rand: Callable[[], float]
+) -> list[dict[str, Any]]:
+    """An item's evaluations: one per criterion, 90 % ``yes`` (else ``unclear``), one reference."""
+    return [
+        {
+            "criterion": c,
+            "reasoning": f"The source states that it {c.lower()}.",
+            "satisfied": "yes" if rand() < 0.9 else "unclear",
+            "references": [{"title": "Source", "snippet": c, "url": url}],
+        }
+        for c in criteria
+    ]
+
+
+def _item_dict(
+    id_: str,
+    search_id: str,
+    webset_id: str,
+    properties: dict[str, Any],
+    evaluations: list[dict[str, Any]],
+    enrichments: list[dict[str, Any]],
+    created: int,
+    updated: int,
+) -> dict[str, Any]:
+    """A ``WebsetItem`` found by the search ``search_id``."""
+    return {
+        "id": id_,
+        "object": "webset_item",
+        "source": "search",
+        "sourceId": search_id,
+        "websetId": webset_id,
+        "properties": properties,
+        "evaluations": evaluations,
+        "enrichments": enrichments,
+        "createdAt": iso_ms(created),
+        "updatedAt": iso_ms(updated),
+    }
+
+
+def _bump(obj: dict[str, Any], now: int) -> int:
+    """Set ``obj["updatedAt"]`` to ``now``, or 1 ms after its old value if that is not earlier.
+
+    So the ``updatedAt`` of an object that changes strictly increases even when many changes
+    fall in one frozen millisecond. Returns the new value in epoch ms.
+    """
+    stamp = max(now, to_ms(obj["updatedAt"]) + 1)
+    obj["updatedAt"] = iso_ms(stamp)
+    return stamp
+
+
+def _copy(obj: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a JSON object (what a route serves, detached from the store)."""
+    return orjson.loads(orjson.dumps(obj))  # type: ignore[no-any-return]
+
+
+_ACTIVE_SEARCH = ("created", "pending", "running")
+"""Search statuses a step drives (and that keep a webset ``running``)."""
+
+
+def _busy(webset: Mapping[str, Any]) -> bool:
+    """Whether a webset has a search to drive or a ``pending`` enrichment."""
+    return any(s["status"] in _ACTIVE_SEARCH for s in webset["searches"]) or any(
+        e["status"] == "pending" for e in webset["enrichments"]
+    )
 
 
 class _Webset:
@@ -237,7 +349,7 @@ class WebsetStore:
         The optional ``search`` becomes one embedded search in status ``created`` and the
         webset is ``running``; without a search the webset is ``idle``. Each of
         ``enrichments`` becomes an embedded enrichment in status ``pending``. Items only appear
-        when a later step drives the search (not emulated yet) or through :meth:`seed`.
+        when :meth:`step` drives the search, or through :meth:`seed`.
 
         Raises:
             WebsetConflictError: ``externalId`` is taken (the API's 409).
@@ -322,7 +434,7 @@ class WebsetStore:
                 ws.obj["title"] = title
             if metadata is not None:
                 ws.obj["metadata"] = dict(metadata)
-            ws.obj["updatedAt"] = iso_ms(max(self._stamp(), to_ms(ws.obj["updatedAt"]) + 1))
+            _bump(ws.obj, self._stamp())
             return self.get(ws.obj["id"])
 
     def delete(self, webset: str) -> dict[str, Any]:
@@ -400,6 +512,9 @@ class WebsetStore:
     def delete_item(self, webset: str, item_id: str) -> dict[str, Any]:
         """Delete one item and return it as it was.
 
+        Emits nothing: the API has no item-deleted event type (docs/exa-api.md §4.6), so a
+        connector following events never learns of a deletion.
+
         Raises:
             WebsetNotFoundError: Unknown webset. ItemNotFoundError: unknown item.
         """
@@ -415,6 +530,371 @@ class WebsetStore:
         """Return the item ids of a webset in list order (oldest first)."""
         with self._lock:
             return list(self._resolve(webset).item_ids)
+
+    # ------------------------------------------------------------------ searches
+
+    def _search(self, ws: _Webset, search_id: str) -> dict[str, Any]:
+        for search in ws.obj["searches"]:
+            if search["id"] == search_id:
+                return search  # type: ignore[no-any-return]
+        raise SearchNotFoundError(search_id)
+
+    def _enrichment(self, ws: _Webset, enrichment_id: str) -> dict[str, Any]:
+        for enrichment in ws.obj["enrichments"]:
+            if enrichment["id"] == enrichment_id:
+                return enrichment  # type: ignore[no-any-return]
+        raise EnrichmentNotFoundError(enrichment_id)
+
+    def _set_status(self, ws: _Webset, status: str, now: int) -> bool:
+        """Set the webset's status, bumping its ``updatedAt`` if it changed; return whether."""
+        if ws.obj["status"] == status:
+            return False
+        ws.obj["status"] = status
+        _bump(ws.obj, now)
+        return True
+
+    def create_search(self, webset: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Add a search (a validated ``CreateWebsetSearchParameters`` body) to a webset.
+
+        The search is ``created`` with nothing found; the webset becomes ``running`` (its
+        ``updatedAt`` bumped if that changed its status). Emits ``webset.search.created``.
+        Nothing is found until :meth:`step` drives it; ``behavior`` is recorded only (an
+        ``override`` search does not discard earlier items).
+
+        Raises:
+            WebsetNotFoundError: Unknown webset.
+        """
+        with self._lock:
+            ws = self._resolve(webset)
+            now = self._stamp()
+            search = _search_dict(
+                self._new_id("wsearch", now), ws.obj["id"], params, "created", 0, now, now
+            )
+            ws.obj["searches"].append(search)
+            self._set_status(ws, "running", now)
+            self.events.emit("webset.search.created", orjson.dumps(search), now)
+            return _copy(search)
+
+    def get_search(self, webset: str, search_id: str) -> dict[str, Any]:
+        """Return one search of a webset (the same object as in its ``searches``).
+
+        Raises:
+            WebsetNotFoundError: Unknown webset. SearchNotFoundError: unknown search.
+        """
+        with self._lock:
+            return _copy(self._search(self._resolve(webset), search_id))
+
+    def cancel_search(self, webset: str, search_id: str) -> dict[str, Any]:
+        """Cancel a search: ``canceled``, ``canceledAt``, reason ``webset_canceled``.
+
+        Emits ``webset.search.canceled``. A ``completed`` or ``canceled`` search is returned
+        unchanged (no event). The webset's own status is settled by the next :meth:`step`.
+
+        Raises:
+            WebsetNotFoundError: Unknown webset. SearchNotFoundError: unknown search.
+        """
+        with self._lock:
+            search = self._search(self._resolve(webset), search_id)
+            if search["status"] in _ACTIVE_SEARCH:
+                stamp = _bump(search, self._stamp())
+                search["status"] = "canceled"
+                search["canceledAt"] = iso_ms(stamp)
+                search["canceledReason"] = "webset_canceled"
+                search["progress"]["timeLeft"] = None
+                self.events.emit("webset.search.canceled", orjson.dumps(search), stamp)
+            return _copy(search)
+
+    # ------------------------------------------------------------------ enrichments
+
+    def create_enrichment(self, webset: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Add an enrichment (a validated ``CreateEnrichmentParameters`` body) to a webset.
+
+        The enrichment is ``pending``; every item of the webset gets a ``pending`` result for
+        it (its ``updatedAt`` bumped) and the webset becomes ``running`` (``updatedAt`` bumped
+        if that changed its status). Emits nothing: the API has no enrichment event type.
+
+        Raises:
+            WebsetNotFoundError: Unknown webset.
+        """
+        with self._lock:
+            ws = self._resolve(webset)
+            now = self._stamp()
+            eid = self._new_id("wenrich", now)
+            enrichment = _enrichment_dict(eid, ws.obj["id"], params, "pending", now, now)
+            ws.obj["enrichments"].append(enrichment)
+            pending = _result_dict(eid, enrichment["format"], "pending", None, "")
+
+            def add(item: dict[str, Any]) -> bool:
+                item["enrichments"] = [*(item["enrichments"] or []), pending]
+                return True
+
+            self._edit_items(ws, b"", add, now)
+            self._set_status(ws, "running", now)
+            return _copy(enrichment)
+
+    def get_enrichment(self, webset: str, enrichment_id: str) -> dict[str, Any]:
+        """Return one enrichment of a webset (the same object as in its ``enrichments``).
+
+        Raises:
+            WebsetNotFoundError: Unknown webset. EnrichmentNotFoundError: unknown enrichment.
+        """
+        with self._lock:
+            return _copy(self._enrichment(self._resolve(webset), enrichment_id))
+
+    def delete_enrichment(self, webset: str, enrichment_id: str) -> dict[str, Any]:
+        """Remove an enrichment and its results from every item; return it as it was.
+
+        The items that carried a result for it get their ``updatedAt`` bumped. Emits nothing.
+
+        Raises:
+            WebsetNotFoundError: Unknown webset. EnrichmentNotFoundError: unknown enrichment.
+        """
+        with self._lock:
+            ws = self._resolve(webset)
+            enrichment = self._enrichment(ws, enrichment_id)
+            ws.obj["enrichments"].remove(enrichment)
+
+            def drop(item: dict[str, Any]) -> bool:
+                kept = [r for r in item["enrichments"] or [] if r["enrichmentId"] != enrichment_id]
+                changed = len(kept) != len(item["enrichments"] or [])
+                item["enrichments"] = kept
+                return changed
+
+            self._edit_items(ws, orjson.dumps(enrichment_id), drop, self._stamp())
+            return enrichment
+
+    def cancel_enrichment(self, webset: str, enrichment_id: str) -> dict[str, Any]:
+        """Cancel an enrichment: status ``canceled``; its ``pending`` results become ``canceled``.
+
+        Items whose result changed get their ``updatedAt`` bumped; a canceled enrichment is
+        returned unchanged. Emits nothing. The webset's own status is settled by the next
+        :meth:`step`.
+
+        Raises:
+            WebsetNotFoundError: Unknown webset. EnrichmentNotFoundError: unknown enrichment.
+        """
+        with self._lock:
+            ws = self._resolve(webset)
+            enrichment = self._enrichment(ws, enrichment_id)
+            if enrichment["status"] != "canceled":
+                now = self._stamp()
+                enrichment["status"] = "canceled"
+                _bump(enrichment, now)
+                pending = _result_dict(enrichment_id, enrichment["format"], "pending", None, "")
+
+                def cancel(item: dict[str, Any]) -> bool:
+                    for result in item["enrichments"]:
+                        if result == pending:
+                            result["status"] = "canceled"
+                    return True
+
+                self._edit_items(ws, orjson.dumps(pending), cancel, now)
+            return _copy(enrichment)
+
+    def _edit_items(
+        self,
+        ws: _Webset,
+        needle: bytes,
+        edit: Callable[[dict[str, Any]], bool],
+        now: int,
+        limit: int | None = None,
+    ) -> tuple[list[tuple[str, bytes, int]], bool]:
+        """Apply ``edit`` to the items (oldest first) whose bytes contain ``needle``.
+
+        An item ``edit`` changed (it returns True) is stored again with ``updatedAt`` bumped.
+
+        Args:
+            ws: The webset.
+            needle: Bytes a candidate item contains (``b""``: every item).
+            edit: Changes an item dict in place; returns whether it changed anything.
+            now: The stamp to bump to.
+            limit: Change at most this many items (all when ``None``).
+
+        Returns:
+            ``(id, new bytes, new updatedAt)`` of each changed item, and whether candidates
+            were left over because of ``limit``.
+        """
+        changed: list[tuple[str, bytes, int]] = []
+        data = ws.items
+        for item_id in ws.item_ids:
+            raw = data[item_id]
+            if needle not in raw:
+                continue
+            if limit is not None and len(changed) >= limit:
+                return changed, True
+            item = orjson.loads(raw)
+            if edit(item):
+                stamp = _bump(item, now)
+                data[item_id] = raw = _dumps(item)
+                changed.append((item_id, raw, stamp))
+        return changed, False
+
+    # ------------------------------------------------------------------ driven steps
+
+    def step(
+        self, webset: str | None = None, items: int = 10, enrich: int | None = None
+    ) -> dict[str, list[str]]:
+        """Drive searches and enrichments one step (nothing in the emulator moves by itself).
+
+        For each webset (only ``webset``, an id or externalId, if given), at the emulator
+        clock: every ``created``/``pending``/``running`` search goes ``running`` and finds up to
+        ``items`` new items (``webset.item.created`` each), then emits
+        ``webset.search.completed`` if it reached its ``count``, else
+        ``webset.search.updated`` (one search event per changed search per step). Each new
+        item carries a ``pending`` result per non-canceled enrichment (a ``completed`` one
+        goes back to ``pending``). Then every ``pending`` enrichment fills its result on up to
+        ``enrich`` items still pending for it (``webset.item.enriched`` each) and is
+        ``completed`` when none remain. A ``running`` webset left with no search to drive and
+        no pending enrichment becomes ``idle`` (``webset.idle``).
+
+        Args:
+            webset: Webset id or externalId; every webset when ``None``.
+            items: Most items each search finds in this step.
+            enrich: Most items each pending enrichment fills in this step (all if ``None``).
+
+        Returns:
+            The ids touched: ``items_created``, ``items_enriched`` (an item once per
+            enrichment filled), ``searches`` and ``enrichments`` that changed.
+
+        Raises:
+            WebsetNotFoundError: Unknown ``webset``.
+        """
+        with self._lock:
+            if webset is None:
+                targets = [self._websets[i] for i in self._ids]
+            else:
+                targets = [self._resolve(webset)]
+            now = self._stamp()
+            touched: dict[str, list[str]] = {
+                "items_created": [],
+                "items_enriched": [],
+                "searches": [],
+                "enrichments": [],
+            }
+            emitted: list[tuple[str, bytes, int]] = []
+            for ws in targets:
+                first = len(emitted)
+                self._step_searches(ws, items, now, touched, emitted)
+                self._step_enrichments(ws, enrich, now, touched, emitted)
+                if ws.obj["status"] == "running" and not _busy(ws.obj):
+                    # idle after (not before) the item events this step stamped now + 1...
+                    self._set_status(ws, "idle", max([now] + [e[2] for e in emitted[first:]]))
+                    stamp = to_ms(ws.obj["updatedAt"])
+                    emitted.append(("webset.idle", orjson.dumps(ws.obj), stamp))
+            self.events.emit_many(emitted)
+            return touched
+
+    def _step_searches(
+        self,
+        ws: _Webset,
+        limit: int,
+        now: int,
+        touched: dict[str, list[str]],
+        emitted: list[tuple[str, bytes, int]],
+    ) -> None:
+        """The search half of :meth:`step` for one webset."""
+        rng = self._rng
+        webset_id = ws.obj["id"]
+        live = [e for e in ws.obj["enrichments"] if e["status"] != "canceled"]
+        for search in ws.obj["searches"]:
+            if search["status"] not in _ACTIVE_SEARCH:
+                continue
+            progress = search["progress"]
+            found = progress["found"]
+            n = min(limit, search["count"] - found)
+            if n <= 0 and search["status"] == "running":
+                continue
+            entity = search["entity"] or {"type": "company"}
+            make = _PROPERTIES.get(entity["type"], _PROPERTIES["company"])
+            criteria = [c["description"] for c in search["criteria"]]
+            yes = [0] * len(criteria)
+            for k in range(n):
+                item_id = self._new_id("witem", now)
+                props = make(rng, f"{search['id'][-8:]}-{found + k}")
+                evaluations = _evaluations(criteria, props["url"], rng.random)
+                for j, e in enumerate(evaluations):
+                    yes[j] += e["satisfied"] == "yes"
+                results = [_result_dict(e["id"], e["format"], "pending", None, "") for e in live]
+                raw = _dumps(
+                    _item_dict(
+                        item_id, search["id"], webset_id, props, evaluations, results, now, now
+                    )
+                )
+                ws.items[item_id] = raw
+                if ws.item_ids and ws.item_ids[-1] > item_id:
+                    bisect.insort(ws.item_ids, item_id)
+                else:
+                    ws.item_ids.append(item_id)
+                touched["items_created"].append(item_id)
+                emitted.append(("webset.item.created", raw, now))
+            total = found + n
+            for criterion, hits in zip(search["criteria"], yes, strict=True):
+                rate = (criterion["successRate"] * found + 100 * hits) / max(total, 1)
+                criterion["successRate"] = round(rate, 1)
+            done = total >= search["count"]
+            search["status"] = "completed" if done else "running"
+            progress.update(
+                found=total,
+                analyzed=progress["analyzed"] + n + n // 4,
+                completion=100 if done else total * 100 // search["count"],
+                timeLeft=None if done else search["count"] - total,
+            )
+            stamp = _bump(search, now)
+            kind = "webset.search.completed" if done else "webset.search.updated"
+            emitted.append((kind, orjson.dumps(search), stamp))
+            touched["searches"].append(search["id"])
+            if n:
+                for enrichment in live:
+                    if enrichment["status"] == "completed":
+                        enrichment["status"] = "pending"
+                        _bump(enrichment, now)
+
+    def _step_enrichments(
+        self,
+        ws: _Webset,
+        limit: int | None,
+        now: int,
+        touched: dict[str, list[str]],
+        emitted: list[tuple[str, bytes, int]],
+    ) -> None:
+        """The enrichment half of :meth:`step` for one webset: each pending enrichment."""
+        for enrichment in ws.obj["enrichments"]:
+            if enrichment["status"] == "pending":
+                self._fill(ws, enrichment, limit, now, touched, emitted)
+
+    def _fill(
+        self,
+        ws: _Webset,
+        enrichment: dict[str, Any],
+        limit: int | None,
+        now: int,
+        touched: dict[str, list[str]],
+        emitted: list[tuple[str, bytes, int]],
+    ) -> None:
+        """Fill one enrichment's pending results (result by format, as seeding does)."""
+        rng = self._rng
+        eid, fmt = enrichment["id"], enrichment["format"]
+        labels = [o["label"] for o in enrichment["options"] or []] or None
+        pending = _result_dict(eid, fmt, "pending", None, "")
+
+        def fill(item: dict[str, Any]) -> bool:
+            url = item["properties"]["url"]
+            value = _enrichment_value(rng, fmt, item["id"][-8:], labels)
+            item["enrichments"] = [
+                _result_dict(eid, fmt, "completed", value, url) if r == pending else r
+                for r in item["enrichments"]
+            ]
+            return True
+
+        changed, more = self._edit_items(ws, orjson.dumps(pending), fill, now, limit)
+        for item_id, raw, stamp in changed:
+            touched["items_enriched"].append(item_id)
+            emitted.append(("webset.item.enriched", raw, stamp))
+        if not more:
+            enrichment["status"] = "completed"
+            _bump(enrichment, now)
+        if changed or not more:
+            touched["enrichments"].append(eid)
 
     # ------------------------------------------------------------------ seeding
 
@@ -518,42 +998,20 @@ class WebsetStore:
             slug = f"{n}-{i}"
             props = make(rng, slug)
             url = props["url"]
-            evaluations = [
-                {
-                    "criterion": c,
-                    "reasoning": f"The source states that it {c.lower()}.",
-                    "satisfied": "yes" if rand() < 0.9 else "unclear",
-                    "references": [{"title": "Source", "snippet": c, "url": url}],
-                }
-                for c in crit_texts
-            ]
+            evaluations = _evaluations(crit_texts, url, rand)
             result = _enrichment_value(rng, enr_fmt, slug)
             enriched = t + 1000 + int(rand() * 60_000)
             data[item_id] = _dumps(
-                {
-                    "id": item_id,
-                    "object": "webset_item",
-                    "source": "search",
-                    "sourceId": sid,
-                    "websetId": id_,
-                    "properties": props,
-                    "evaluations": evaluations,
-                    "enrichments": [
-                        {
-                            "object": "enrichment_result",
-                            "status": "completed",
-                            "format": enr_fmt,
-                            "result": result,
-                            "reasoning": None if result is None else "Found on the website.",
-                            "references": []
-                            if result is None
-                            else [{"title": None, "snippet": None, "url": url}],
-                            "enrichmentId": eid,
-                        }
-                    ],
-                    "createdAt": iso_ms(t),
-                    "updatedAt": iso_ms(enriched),
-                }
+                _item_dict(
+                    item_id,
+                    sid,
+                    id_,
+                    props,
+                    evaluations,
+                    [_result_dict(eid, enr_fmt, "completed", result, url)],
+                    t,
+                    enriched,
+                )
             )
             ids.append(item_id)
             raw = data[item_id]
@@ -704,14 +1162,19 @@ _PROPERTIES: dict[str, Any] = {
 }
 
 
-def _enrichment_value(rng: random.Random, fmt: str, slug: str) -> list[str] | None:
+def _enrichment_value(
+    rng: random.Random, fmt: str, slug: str, labels: Sequence[str] | None = None
+) -> list[str] | None:
+    """A random result in ``fmt`` (5 % ``None``: not found); ``labels`` are the options."""
     r = rng.random()
     if r < 0.05:
         return None  # not found: result null, as the API reports an unsuccessful enrichment
     if fmt == "number":
         return [str(rng.randint(1, 10_000_000))]
     if fmt == "options":
-        return [rng.choice(("Seed", "Growth", "Late"))]
+        return [rng.choice(labels or ("Seed", "Growth", "Late"))]
+    if fmt == "phone":
+        return [f"+1 555 {rng.randint(100, 999)} {rng.randint(1000, 9999)}"]
     if fmt == "email":
         return [f"contact-{slug}@example.com"]
     if fmt == "date":
@@ -732,61 +1195,111 @@ def validate_webset_create(body: Any) -> list[str]:
             errors.append(f"{name} must be a string")
     search = body.get("search")
     if search is not None:
-        if not isinstance(search, dict):
-            errors.append("search must be an object")
-        else:
-            query = search.get("query")
-            if not isinstance(query, str) or not 1 <= len(query) <= 5000:
-                errors.append("search.query must be a string of 1 to 5000 characters")
-            count = search.get("count")
-            if count is not None and (
-                not isinstance(count, int) or isinstance(count, bool) or count < 1
-            ):
-                errors.append("search.count must be a positive integer")
-            entity = search.get("entity")
-            if entity is not None and (
-                not isinstance(entity, dict)
-                or entity.get("type")
-                not in ("company", "person", "article", "research_paper", "custom")
-            ):
-                errors.append("search.entity.type must be a valid entity type")
-            criteria = search.get("criteria")
-            if criteria is not None and (
-                not isinstance(criteria, list)
-                or not all(
-                    isinstance(c, dict) and isinstance(c.get("description"), str) for c in criteria
-                )
-            ):
-                errors.append("search.criteria must be a list of {description}")
+        errors.extend(_search_errors(search, "search."))
     enrichments = body.get("enrichments")
     if enrichments is not None:
         if not isinstance(enrichments, list):
             errors.append("enrichments must be an array")
         else:
             for i, e in enumerate(enrichments):
-                errors.extend(_enrichment_errors(e, f"enrichments.{i}"))
+                errors.extend(_enrichment_errors(e, f"enrichments.{i}."))
     metadata = body.get("metadata")
     if metadata is not None:
         errors.extend(_metadata_errors(metadata))
     return errors
 
 
-def _enrichment_errors(e: Any, where: str) -> list[str]:
+_SEARCH_KEYS = (
+    "query",
+    "count",
+    "entity",
+    "criteria",
+    "exclude",
+    "scope",
+    "behavior",
+    "metadata",
+    "recall",
+    "maxPeoplePerCompany",
+)
+_SOURCES = ("import", "webset")
+
+
+def _search_errors(search: Any, prefix: str, count_required: bool = False) -> list[str]:
+    """Messages for a ``CreateWebsetSearchParameters`` body, each led by ``prefix``."""
+    if not isinstance(search, dict):
+        return [f"{prefix.rstrip('.') or 'request body'} must be an object"]
+    errors = []
+    query = search.get("query")
+    if not isinstance(query, str) or not 1 <= len(query) <= 5000:
+        errors.append(f"{prefix}query must be a string of 1 to 5000 characters")
+    count = search.get("count")
+    if (count is not None or count_required) and (
+        not isinstance(count, int) or isinstance(count, bool) or count < 1
+    ):
+        errors.append(f"{prefix}count must be a positive integer")
+    entity = search.get("entity")
+    if entity is not None and (
+        not isinstance(entity, dict) or entity.get("type") not in ENTITY_TYPES
+    ):
+        errors.append(f"{prefix}entity.type must be a valid entity type")
+    criteria = search.get("criteria")
+    if criteria is not None and (
+        not isinstance(criteria, list)
+        or not all(isinstance(c, dict) and isinstance(c.get("description"), str) for c in criteria)
+    ):
+        errors.append(f"{prefix}criteria must be a list of {{description}}")
+    if search.get("behavior") is not None and search["behavior"] not in ("override", "append"):
+        errors.append(f"{prefix}behavior must be one of the following values: override, append")
+    for name in ("exclude", "scope"):
+        sources = search.get(name)
+        if sources is not None and (
+            not isinstance(sources, list)
+            or not all(
+                isinstance(x, dict) and x.get("source") in _SOURCES and isinstance(x.get("id"), str)
+                for x in sources
+            )
+        ):
+            errors.append(f"{prefix}{name} must be a list of {{source: import|webset, id}}")
+    if search.get("metadata") is not None:
+        errors.extend(prefix + m for m in _metadata_errors(search["metadata"]))
+    return errors
+
+
+def validate_search_create(body: Any) -> list[str]:
+    """Validate a ``CreateWebsetSearchParameters`` body (``POST .../{webset}/searches``)."""
+    if not isinstance(body, dict):
+        return ["request body must be an object"]
+    errors = [f"property {k} should not exist" for k in body if k not in _SEARCH_KEYS]
+    return errors + _search_errors(body, "", count_required=True)
+
+
+def validate_enrichment_create(body: Any) -> list[str]:
+    """Validate a ``CreateEnrichmentParameters`` body (``POST .../{webset}/enrichments``)."""
+    if not isinstance(body, dict):
+        return ["request body must be an object"]
+    allowed = ("description", "format", "options", "metadata")
+    errors = [f"property {k} should not exist" for k in body if k not in allowed]
+    return errors + _enrichment_errors(body, "")
+
+
+def _enrichment_errors(e: Any, prefix: str) -> list[str]:
     if not isinstance(e, dict):
-        return [f"{where} must be an object"]
+        return [f"{prefix.rstrip('.')} must be an object"]
     errors = []
     if not isinstance(e.get("description"), str) or not e["description"]:
-        errors.append(f"{where}.description must be a non-empty string")
+        errors.append(f"{prefix}description must be a non-empty string")
     if e.get("format") is not None and e["format"] not in ENRICHMENT_FORMATS:
         errors.append(
-            f"{where}.format must be one of the following values: " + ", ".join(ENRICHMENT_FORMATS)
+            f"{prefix}format must be one of the following values: " + ", ".join(ENRICHMENT_FORMATS)
         )
     options = e.get("options")
     if options is not None and (
         not isinstance(options, list)
         or not all(isinstance(o, dict) and isinstance(o.get("label"), str) for o in options)
     ):
-        errors.append(f"{where}.options must be a list of {{label}}")
+        errors.append(f"{prefix}options must be a list of {{label}}")
+    if e.get("metadata") is not None:
+        errors.extend(prefix + m for m in _metadata_errors(e["metadata"]))
     return errors
 
 
