@@ -359,6 +359,7 @@ def _report(args: argparse.Namespace) -> int:
         DAILY_VIEW,
         STATUS_VIEW,
         format_table,
+        render_items_report,
         summary,
         write_chart,
     )
@@ -368,15 +369,22 @@ def _report(args: argparse.Namespace) -> int:
     pipeline = make_pipeline(
         args.destination, args.duckdb_path, args.dataset, pipelines_dir=args.pipelines_dir
     )
+    items = render_items_report(pipeline)
     try:
         results = summary(pipeline)
     except DatabaseUndefinedRelation:
+        results = None
+    if results is None and items is None:
         raise ExaConfigError(
             f"no BI views in {args.destination} dataset {args.dataset!r}: run `exa-source load`"
             " first (the views are created after each successful load)"
         ) from None
     where = Path(args.duckdb_path).resolve() if args.destination == "duckdb" else ""
     print(f"Views in {args.destination} {where} dataset {args.dataset}".replace("  ", " "))
+    if items is not None:
+        print(f"\nwebset_items_current and webset_item_enrichments, per webset\n{items}")
+    if results is None:
+        return 0
     for name in (CURRENT_VIEW, STATUS_VIEW, DAILY_VIEW):
         result = results[name]
         rows = result.rows

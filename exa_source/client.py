@@ -33,7 +33,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -626,7 +626,7 @@ class ExaRESTClient(RESTClient):
 
     def _pages(
         self, path: str, page_size: int, params: dict[str, Any] | None = None
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Generator[list[dict[str, Any]], None, None]:
         """The pages, fetched in the calling thread.
 
         Args:
@@ -659,6 +659,14 @@ class ExaRESTClient(RESTClient):
                 f"Could not read {path} from Exa after {self.max_attempts} attempts:"
                 f" {type(exc).__name__}: {exc}. Nothing was committed; rerun later."
             ) from None
+
+    def first_page(self, path: str, page_size: int) -> list[dict[str, Any]]:
+        """The first page of a list only: one request, no page fetched ahead."""
+        pages = self._pages(path, page_size)
+        try:
+            return next(pages, [])
+        finally:
+            pages.close()
 
     def chains(
         self,

@@ -17,11 +17,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from exa_source import settings
 
 DEMO_IMPORTS = 2_000
+#: Sample websets (every entity type) and items of each, with searches and enrichments.
+DEMO_WEBSETS = 8
+DEMO_ITEMS_PER_WEBSET = 250
 DEMO_DUCKDB_FILE = "exa_demo.duckdb"
 DEMO_PIPELINE = "exa_websets_demo"
 #: dlt's working folder of the demo pipeline, next to the DuckDB file (git-ignored).
@@ -125,6 +128,17 @@ def look_further(
     return [" ".join(report), " ".join([*dlt_cli, DEMO_PIPELINE, "info"])]
 
 
+def _change_websets(emu: Any) -> str:
+    """Drive the emulator's websets the way Exa's own work would; say what changed."""
+    store = emu.websets
+    first, second = store.ids()[:2]
+    store.create_search(first, {"query": "more of the same", "count": 20})
+    store.create_enrichment(second, {"description": "Headquarters city", "format": "text"})
+    done = store.step(items=20)
+    found, enriched = len(done["items_created"]), len(done["items_enriched"])
+    return f"a new search found {found} items and an enrichment filled {enriched} results"
+
+
 def run_demo(
     out: TextIO,
     *,
@@ -137,6 +151,9 @@ def run_demo(
     deletions: str | None = None,
     max_pages: int | None = None,
     max_seconds: float | None = None,
+    resources: Sequence[str] | None = None,
+    concurrency: int | None = None,
+    items_reconcile_days: float | None = None,
 ) -> int:
     """Run the demo and write what it does to ``out`` as plain sentences.
 
@@ -154,23 +171,33 @@ def run_demo(
         deletions: ``soft``, ``hard`` or ``off`` (default: the source's).
         max_pages: bound of a scan in pages (default: the source's).
         max_seconds: bound of a scan in seconds (default: the source's).
+        resources: the tables to load (default: all).
+        concurrency: websets whose items are read at once (default: the source's).
+        items_reconcile_days: see ``exa-source load --help`` (default: the source's).
 
     Returns:
         0: every failure raises (the CLI turns it into a message and an exit code).
     """
     from exa_source.emulator import Emulator
     from exa_source.pipeline import make_pipeline, run_load
-    from exa_source.warehouse import render_report
+    from exa_source.warehouse import render_items_report, render_report
 
     def say(text: str = "") -> None:
         out.write(text + "\n")
         out.flush()
 
     folder = Path(pipelines_dir) if pipelines_dir else demo_pipelines_dir(destination, duckdb_path)
-    with Emulator(api_key=DEMO_KEY, imports=imports).start() as emu:
+    with Emulator(
+        api_key=DEMO_KEY,
+        imports=imports,
+        websets=DEMO_WEBSETS,
+        items_per_webset=DEMO_ITEMS_PER_WEBSET,
+    ).start() as emu:
         say(
             "Demo of exa-source, with no Exa key: the bundled emulator of the Exa Websets API"
-            f" serves {imports:,} sample imports on {emu.base_url}."
+            f" serves {imports:,} sample imports and {DEMO_WEBSETS} websets of"
+            f" {DEMO_ITEMS_PER_WEBSET} items (people, companies, articles, papers, with"
+            f" evaluations and enrichment results) on {emu.base_url}."
         )
         pipeline = make_pipeline(
             destination,
@@ -190,21 +217,32 @@ def run_demo(
                 max_pages=max_pages,
                 max_seconds=max_seconds,
                 full_refresh=full_refresh,
+                resources=tuple(resources) if resources else None,
+                concurrency=concurrency,
+                items_reconcile_days=items_reconcile_days,
             )
             return done.sentence()
 
-        say(f"1. Full load: every import is read and written to the table {settings.IMPORTS_TABLE}")
+        say("1. Full load: every import, webset, search, enrichment and item is read and written")
         say(f"   {load(full_refresh=True)}")
         changes = Changes.of(emu.store.mutate(**DEMO_MUTATION, seed=1))
-        say(f"2. Meanwhile in Exa: {changes.sentence()}")
+        say(f"2. Meanwhile in Exa: {changes.sentence()}; {_change_websets(emu)}")
         say(
-            "3. Incremental load: every import is read again; only what changed is written,"
-            " and the deletions are marked"
+            "3. Incremental load: every import and webset is read again, items only for the"
+            " websets with item events; only what changed is written, and the deletions are"
+            " marked"
         )
         say(f"   {load()}")
     where = f" {Path(duckdb_path).resolve()}" if destination == "duckdb" else ""
     say(f"\nLive imports by status and entity type, in {destination}{where} dataset {dataset}")
     say(render_report(pipeline))
+    items = render_items_report(pipeline)
+    if items is not None:
+        say(
+            "\nLive items and enrichment results per webset (views webset_items_current and"
+            " webset_item_enrichments)"
+        )
+        say(items)
     say(
         f"\nThe dlt pipeline is {DEMO_PIPELINE}; its pipelines folder (dlt's local state) is"
         f" {shown_path(folder)}"

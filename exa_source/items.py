@@ -222,10 +222,9 @@ class ItemsPlan:
 
     def _newest_event(self) -> str | None:
         """``createdAt`` of the newest event of any type, if any (one request)."""
-        for page in self.client.pages(settings.EVENTS_PATH, 1):
-            self.events_read += len(page)
-            return str(page[0]["createdAt"]) if page else None
-        return None
+        page = self.client.first_page(settings.EVENTS_PATH, 1)
+        self.events_read += len(page)
+        return str(page[0]["createdAt"]) if page else None
 
     def _flag(self, events: list[dict[str, Any]]) -> None:
         """Flag the websets of events whose item the table lacks at that version."""

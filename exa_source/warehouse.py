@@ -32,7 +32,7 @@ from dlt.common.schema.utils import has_table_seen_data
 from dlt.destinations.exceptions import DatabaseException
 
 from exa_source import settings
-from exa_source.schema import COLUMNS
+from exa_source.schema import TABLES, TableSpec
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,8 @@ ITEM_ENRICHMENTS_DUCKDB = (
         enrichment_id="r ->> 'enrichmentId'",
         format="r ->> 'format'",
         status="r ->> 'status'",
-        result="array_to_string(json_extract_string(r, '$.result[*]'), ', ')",
+        result="case when json_array_length(r, '$.result') > 0 then"
+        " array_to_string(json_extract_string(r, '$.result[*]'), ', ') end",
         reasoning="r ->> 'reasoning'",
     )
     + """from {items} as i
@@ -288,6 +289,56 @@ VIEW_COLUMNS: dict[str, tuple[ViewColumn, ...]] = {
             "301.2345",
         ),
     ),
+}
+
+#: Declared columns of the item views.
+ITEM_VIEW_COLUMNS: dict[str, tuple[ViewColumn, ...]] = {
+    ITEMS_CURRENT_VIEW: (
+        ViewColumn("item_id", "text", "Item id.", "witem_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        ViewColumn("webset_id", "text", "Its webset.", "webset_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        ViewColumn("webset_title", "text", "The webset's title.", "Fintech CTOs in Europe"),
+        ViewColumn("entity_type", "text", "person, company, article, ...", "person"),
+        ViewColumn(
+            "name_or_title", "text", "Name of a person or company, else the title.", "Ada Berg"
+        ),
+        ViewColumn("url", "text", "The item's URL.", "https://www.linkedin.com/in/ada-berg"),
+        ViewColumn(
+            "…",
+            "",
+            "`description`, `position`, `company_name`, `location`, `industry`,"
+            " `employees`, `source`, `source_id`, `created_at`, `updated_at` as in"
+            " `webset_items`.",
+            "",
+        ),
+    ),
+    ITEM_ENRICHMENTS_VIEW: (
+        ViewColumn("item_id", "text", "Item id.", "witem_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        ViewColumn("webset_id", "text", "Its webset.", "webset_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        ViewColumn(
+            "enrichment_id", "text", "The enrichment.", "wenrich_01k9x2y3z4a5b6c7d8e9f0g1h2"
+        ),
+        ViewColumn("title", "text", "The enrichment's title.", "Annual revenue in USD"),
+        ViewColumn("format", "text", "text, date, number, options, email, phone or url.", "number"),
+        ViewColumn("status", "text", "pending, completed or canceled.", "completed"),
+        ViewColumn("result", "text", "The result values joined by `, `; null if none.", "1715247"),
+        ViewColumn("reasoning", "text", "Why Exa found this result.", "Found on the website."),
+    ),
+    ITEM_EVALUATIONS_VIEW: (
+        ViewColumn("item_id", "text", "Item id.", "witem_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        ViewColumn("webset_id", "text", "Its webset.", "webset_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        ViewColumn("criterion", "text", "The search criterion.", "Raised a Series A"),
+        ViewColumn("satisfied", "text", "yes, no or unclear.", "yes"),
+        ViewColumn("reasoning", "text", "Why.", "The source states that it raised a Series A."),
+    ),
+}
+
+ITEM_VIEW_MEANINGS: dict[str, str] = {
+    ITEMS_CURRENT_VIEW: "Live items (not deleted in Exa) with their webset's title and the"
+    " typed fields BI filters on.",
+    ITEM_ENRICHMENTS_VIEW: "One row per live item and enrichment result, with the"
+    " enrichment's title and format (from `webset_items.enrichments`).",
+    ITEM_EVALUATIONS_VIEW: "One row per live item and criterion evaluation (from"
+    " `webset_items.evaluations`).",
 }
 
 VIEW_MEANINGS: dict[str, str] = {
@@ -653,6 +704,37 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+#: Items and enrichment results per webset, from the item views.
+ITEMS_BY_WEBSET = """
+select c.webset_title, c.entity_type, count(*) as items,
+       coalesce(max(e.results), 0) as enrichment_results
+from {items_current} as c
+left join (
+    select webset_id, count(result) as results from {item_enrichments} group by webset_id
+) as e on e.webset_id = c.webset_id
+group by c.webset_id, c.webset_title, c.entity_type
+order by c.webset_title, c.webset_id
+"""
+
+
+def render_items_report(pipeline: dlt.Pipeline) -> str | None:
+    """Live items and enrichment results per webset, as text; None before items were loaded."""
+    if not _seen(pipeline, settings.ITEMS_TABLE):
+        return None
+    with pipeline.sql_client() as client:
+        sql = ITEMS_BY_WEBSET.format(
+            items_current=client.make_qualified_table_name(ITEMS_CURRENT_VIEW),
+            item_enrichments=client.make_qualified_table_name(ITEM_ENRICHMENTS_VIEW),
+        )
+        try:
+            with client.execute_query(sql) as cursor:
+                rows = [tuple(r) for r in cursor.fetchall()]
+        except DatabaseException:  # views not created yet (loaded by a script, not run_load)
+            return None
+    headers = ("webset", "entity type", "live items", "enrichment results")
+    return format_table(headers, rows)
+
+
 def render_report(pipeline: dlt.Pipeline) -> str:
     """Return live imports by status and entity type, and the totals, as text (the demo's)."""
     rows, distinct, deleted, newest = query(pipeline, TOTALS)[0]
@@ -685,28 +767,14 @@ def _dlt_type(column: TColumnSchema) -> str:
     return data_type
 
 
-def data_dictionary(schema: Schema | None = None) -> str:
-    """Render the data dictionary as markdown (the block between the README markers).
-
-    Args:
-        schema: a dlt schema, e.g. ``pipeline.default_schema`` (it includes columns the API
-            added since); default: the schema the source declares.
-
-    Returns:
-        Markdown: the ``imports`` table (dlt type, DuckDB and PostgreSQL types, nullability,
-        meaning, example), then the views' columns.
-    """
-    schema = schema or declared_schema()
-    table = _imports_table(schema)
+def _table_lines(schema: Schema, spec: TableSpec, mappers: dict[str, Any]) -> list[str]:
+    table = schema.tables.get(spec.name)
     if table is None:
-        raise ValueError(f"schema {schema.name!r} has no {settings.IMPORTS_TABLE!r} table")
-    mappers = {
-        "DuckDB": dlt.destinations.duckdb().capabilities().get_type_mapper(),
-        "PostgreSQL": dlt.destinations.postgres().capabilities().get_type_mapper(),
-    }
-    declared = {schema.naming.normalize_path(c.name): c for c in COLUMNS}
+        return []
+    declared = spec.stored_columns(schema.naming)
+    what = f"one row per {spec.noun}, merged on `id`"
     lines = [
-        f"### `{settings.IMPORTS_TABLE}` (table; one row per import, merged on `id`)",
+        f"### `{spec.name}` (table; {what})",
         "",
         "| column | type | DuckDB | PostgreSQL | nullable | meaning | example |",
         "|---|---|---|---|---|---|---|",
@@ -722,13 +790,50 @@ def data_dictionary(schema: Schema | None = None) -> str:
         nullable = "yes" if column.get("nullable", True) else "no"
         cells = [f"`{name}`", _dlt_type(column), *engines, nullable, meaning, example]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    for view in VIEWS:
-        lines += ["", f"### `{view}` (view)", "", VIEW_MEANINGS[view]]
-        if view in VIEW_COLUMNS:
-            lines += ["", "| column | type | meaning | example |", "|---|---|---|---|"]
-            for vc in VIEW_COLUMNS[view]:
-                cells = [f"`{vc.name}`", vc.type, vc.meaning, f"`{vc.example}`"]
-                lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
+
+
+def _view_lines(name: str, meaning: str, columns: Sequence[ViewColumn] | None) -> list[str]:
+    lines = ["", f"### `{name}` (view)", "", meaning]
+    if columns:
+        lines += ["", "| column | type | meaning | example |", "|---|---|---|---|"]
+        for vc in columns:
+            example = f"`{vc.example}`" if vc.example else ""
+            cells = [f"`{vc.name}`" if vc.name != "…" else "…", vc.type, vc.meaning, example]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
+
+
+def data_dictionary(schema: Schema | None = None) -> str:
+    """Render the data dictionary as markdown (the block between the README markers).
+
+    Args:
+        schema: a dlt schema, e.g. ``pipeline.default_schema`` (it includes columns the API
+            added since); default: the schema the source declares.
+
+    Returns:
+        Markdown: each table (dlt type, DuckDB and PostgreSQL types, nullability, meaning,
+        example), each followed by its views' columns.
+    """
+    schema = schema or declared_schema()
+    if _imports_table(schema) is None and settings.ITEMS_TABLE not in schema.tables:
+        raise ValueError(f"schema {schema.name!r} has none of the source's tables")
+    mappers = {
+        "DuckDB": dlt.destinations.duckdb().capabilities().get_type_mapper(),
+        "PostgreSQL": dlt.destinations.postgres().capabilities().get_type_mapper(),
+    }
+    lines: list[str] = []
+    for spec in TABLES.values():
+        table_lines = _table_lines(schema, spec, mappers)
+        if not table_lines:
+            continue
+        lines += ([""] if lines else []) + table_lines
+        if spec.name == settings.IMPORTS_TABLE:
+            for view in VIEWS:
+                lines += _view_lines(view, VIEW_MEANINGS[view], VIEW_COLUMNS.get(view))
+        if spec.name == settings.ITEMS_TABLE:
+            for view in ITEM_VIEWS:
+                lines += _view_lines(view, ITEM_VIEW_MEANINGS[view], ITEM_VIEW_COLUMNS[view])
     return "\n".join(lines) + "\n"
 
 

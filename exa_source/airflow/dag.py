@@ -187,7 +187,9 @@ Clearing or re-running an old run is a catch-up to *now*, not a replay of that d
 ## Outputs
 
 * **Asset** `{d}.imports` (`x-exa-source://{d}/imports`), updated by every successful run;
-  event extra: `rows_loaded`, `rows_deleted`, `load_id`, `destination`, `dataset`, `table`.
+  event extra: `rows_loaded`, `rows_deleted`, `load_id`, `destination`, `dataset`, `table`,
+  `tables` (every table the run loaded: the DAG loads them all, imports, websets, searches,
+  enrichments and items; the counts are totals over them).
   Schedule downstream DAGs on it (`schedule=[exa_source.airflow.dag.imports_asset("{d}")]`);
   a run with no change still emits an event, with `rows_loaded` 0.
 * **XCom** `return_value`: `rows_loaded` (new or changed rows written, `rows_recovered`
@@ -361,6 +363,7 @@ def exa_websets_dag(
             summary = run_task(dep, params or {})
             extra = {k: summary.get(k) for k in ("rows_loaded", "rows_deleted", "load_id")}
             extra.update(destination=summary["destination"], dataset=summary["dataset"])
+            extra["tables"] = sorted(summary.get("tables") or {})  # every table this run loaded
             get_current_context()["outlet_events"][asset].extra = {**extra, "table": TABLE}
             return summary
 
