@@ -235,6 +235,37 @@ cross join lateral jsonb_array_elements(case when jsonb_typeof(i."evaluations") 
 where i."_exa_deleted_at" is null
 """
 )
+_TZ = "timestamp with time zone"
+#: PostgreSQL: the item views read each table through a SQL function, like ``imports_current``
+#: (see :data:`CURRENT_FUNCTION`): a view that reads a table directly would make PostgreSQL
+#: refuse ``dlt pipeline exa_websets drop webset_items`` and dlt's refresh. Placeholder ->
+#: (function, table, the columns the views read with their types).
+ITEM_FUNCTIONS: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
+    "items": (
+        "_exa_webset_items",
+        settings.ITEMS_TABLE,
+        (
+            *((c, "text") for c in ("id", "webset_id", "entity_type", "name", "title", "url")),
+            *((c, "text") for c in ("description", "position", "company_name", "location")),
+            ("industry", "text"),
+            ("employees", "bigint"),
+            ("source", "text"),
+            ("source_id", "text"),
+            ("created_at", _TZ),
+            ("updated_at", _TZ),
+            ("evaluations", "jsonb"),
+            ("enrichments", "jsonb"),
+            (settings.DELETED_AT_COLUMN, _TZ),
+        ),
+    ),
+    "websets": ("_exa_websets", settings.WEBSETS_TABLE, (("id", "text"), ("title", "text"))),
+    "enrichments": (
+        "_exa_webset_enrichments",
+        settings.ENRICHMENTS_TABLE,
+        (("id", "text"), ("title", "text"), ("format", "text")),
+    ),
+}
+
 #: Views of the items: name -> (DuckDB SQL, PostgreSQL SQL); other engines get the DuckDB SQL.
 ITEM_VIEWS: dict[str, tuple[str, str]] = {
     ITEMS_CURRENT_VIEW: (ITEMS_CURRENT_SQL, ITEMS_CURRENT_SQL),
@@ -456,18 +487,26 @@ def item_view_statements(qualify: Any, postgres: bool, present: set[str]) -> lis
             joined as no rows (their columns in the views are then null).
     """
     names = {
-        "items": qualify(settings.ITEMS_TABLE),
-        "websets": qualify(settings.WEBSETS_TABLE)
-        if settings.WEBSETS_TABLE in present
-        else _NO_ROWS,
-        "enrichments": qualify(settings.ENRICHMENTS_TABLE)
-        if settings.ENRICHMENTS_TABLE in present
-        else _NO_ROWS,
         "items_current": qualify(ITEMS_CURRENT_VIEW),
         "item_enrichments": qualify(ITEM_ENRICHMENTS_VIEW),
         "item_evaluations": qualify(ITEM_EVALUATIONS_VIEW),
     }
-    return [sql[postgres].format(**names).strip() for sql in ITEM_VIEWS.values()]
+    statements: list[str] = []
+    for placeholder, (function, table, columns) in ITEM_FUNCTIONS.items():
+        if table not in present and placeholder != "items":
+            names[placeholder] = _NO_ROWS
+        elif postgres:
+            signature = ", ".join(f'"{c}" {kind}' for c, kind in columns)
+            selected = ", ".join(f'"{c}"' for c, _ in columns)
+            statements.append(
+                f"create or replace function {qualify(function)}() returns table({signature})"
+                f" language sql stable as $exa_source$ select {selected} from {qualify(table)}"
+                " $exa_source$"
+            )
+            names[placeholder] = f"{qualify(function)}()"
+        else:
+            names[placeholder] = qualify(table)
+    return statements + [sql[postgres].format(**names).strip() for sql in ITEM_VIEWS.values()]
 
 
 def _create_item_views(pipeline: dlt.Pipeline) -> list[str]:
@@ -531,8 +570,9 @@ def _drop(client: Any, postgres: bool) -> None:
     for view in [*reversed(ITEM_VIEWS), *reversed(VIEWS)]:
         client.execute_sql(f"drop view if exists {client.make_qualified_table_name(view)}")
     if postgres:
-        function = client.make_qualified_table_name(CURRENT_FUNCTION)
-        client.execute_sql(f"drop function if exists {function}()")
+        for name in (CURRENT_FUNCTION, *(f for f, _, _ in ITEM_FUNCTIONS.values())):
+            function = client.make_qualified_table_name(name)
+            client.execute_sql(f"drop function if exists {function}()")
 
 
 def drop_views(pipeline: dlt.Pipeline) -> None:
