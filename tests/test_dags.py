@@ -27,6 +27,7 @@ import duckdb
 import pytest
 from conftest import KEY, PG_DSN, Target, assert_equals_emulator, postgres_available
 
+from exa_source import settings
 from exa_source.emulator import Emulator, Fault
 from exa_source.pipeline import make_pipeline, run_load
 
@@ -379,7 +380,8 @@ def test_dags_test_loads_emulator(deployment: Deployment) -> None:
     expected = len(deployment.emu.store.snapshot())
     assert summary["rows_loaded"] == expected == 1_000
     assert summary["rows_read"] == expected
-    assert summary["pages"] == 5 and summary["requests"] == 5
+    assert summary["tables"]["imports"]["pages"] == 5 == summary["tables"]["imports"]["requests"]
+    assert sorted(summary["tables"]) == sorted(settings.RESOURCES)  # the DAG loads everything
     assert summary["destination"] == "duckdb" and summary["dataset"] == DATASET
     assert_equals_emulator(deployment.target(), deployment.emu)
 

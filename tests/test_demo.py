@@ -144,9 +144,11 @@ def test_the_printed_commands_work_when_copy_pasted(
 @pytest.mark.parametrize(
     ("args", "expect", "deletions"),
     [
-        (["--full-refresh"], "read 100 in 1 page", True),
-        (["--page-size", "20"], "read 100 in 5 pages", True),
-        (["--deletions", "off"], "read 100 in 1 page", False),
+        # 100 imports (1 page of 200, or 5 of 20), 8 websets with a search and an enrichment
+        # each, 2,000 items (3 pages of 100 per webset), the websets list and an events page
+        (["--full-refresh"], "read 2,124 in 27 pages", True),
+        (["--page-size", "20"], "read 2,124 in 31 pages", True),
+        (["--deletions", "off"], "read 2,124 in 27 pages", False),
     ],
 )
 def test_demo_takes_the_load_options_that_make_sense(

@@ -156,3 +156,96 @@ def test_api_fields_never_write_dlt_or_connector_columns() -> None:
     assert got["api_exa_deleted_at"] == "2020-01-01T00:00:00Z"
     assert got["api_updated_at"] == "snake twin of updatedAt"
     assert got["api_dlt_load_id"] == "camel"  # _dltLoadId sorts first; its twin is skipped
+
+
+# ------------------------------------------------------------------ websets, searches, items
+
+
+def item(**overrides: Any) -> dict[str, Any]:
+    """A WebsetItem as the API sends it (docs/exa-api.md §4.3)."""
+    base: dict[str, Any] = {
+        "id": "witem_01",
+        "object": "webset_item",
+        "source": "search",
+        "sourceId": "wsearch_01",
+        "websetId": "webset_01",
+        "properties": {
+            "type": "person",
+            "url": "https://example.com/ada",
+            "description": "CTO",
+            "person": {
+                "name": "Ada",
+                "position": "CTO",
+                "location": "Berlin",
+                "company": {"name": "Nova", "location": None},
+            },
+        },
+        "evaluations": [{"criterion": "c", "satisfied": "yes", "references": []}],
+        "enrichments": None,
+        "createdAt": "2025-11-23T17:16:04.201Z",
+        "updatedAt": "2025-11-23T17:16:04.403Z",
+    }
+    base.update(overrides)
+    return base
+
+
+def test_items_properties_are_typed_per_entity_and_kept_whole() -> None:
+    from exa_source.schema import ITEMS
+
+    company = item(
+        id="witem_02",
+        properties={"type": "company", "url": "u", "company": {"name": "Nova", "employees": 12}},
+    )
+    rows = ITEMS.to_table([item(), company]).to_pylist()
+    assert (rows[0]["entity_type"], rows[0]["name"], rows[0]["company_name"]) == (
+        "person",
+        "Ada",
+        "Nova",
+    )
+    assert (rows[1]["name"], rows[1]["employees"], rows[1]["company_name"]) == ("Nova", 12, None)
+    assert json.loads(rows[0]["properties"])["person"]["position"] == "CTO"
+    assert rows[0]["enrichments"] is None and json.loads(rows[0]["evaluations"])[0]["criterion"]
+
+
+def test_a_derived_field_of_another_type_is_null_not_a_failed_load() -> None:
+    """A typed copy of a properties field never fails the load: the JSON column has it."""
+    from exa_source.schema import ITEMS
+
+    odd = item(properties={"type": "company", "company": {"name": "X", "employees": "about 10"}})
+    row = ITEMS.to_table([odd]).to_pylist()[0]
+    assert row["employees"] is None
+    assert json.loads(row["properties"])["company"]["employees"] == "about 10"
+
+
+def test_a_stored_row_converts_back_like_the_listed_one() -> None:
+    """Deletion marks rebuild the API object from the stored row (nested fields included)."""
+    from exa_source.schema import ITEMS, SEARCHES
+
+    search = {
+        "id": "wsearch_01",
+        "websetId": "webset_01",
+        "status": "running",
+        "query": "q",
+        "entity": {"type": "company"},
+        "progress": {"found": 3, "analyzed": 9, "completion": 30.0, "timeLeft": None},
+        "createdAt": "2025-11-23T17:16:04.201Z",
+        "updatedAt": "2025-11-23T17:16:04.403Z",
+    }
+    for spec, obj in ((ITEMS, item()), (SEARCHES, search)):
+        listed = spec.to_table([obj])
+        stored = {
+            spec_name: value
+            for spec_name, value in zip(
+                [c for c in spec.stored_columns()], listed.to_pylist()[0].values(), strict=True
+            )
+        }
+        again = spec.to_table([spec.to_api(stored)])
+        assert again.to_pylist() == listed.to_pylist()
+
+
+def test_unknown_fields_become_columns_without_taking_owned_names() -> None:
+    from exa_source.schema import ITEMS
+
+    table = ITEMS.to_table([item(scopeId="s1", entity_type="clash")])
+    assert table.column("scopeId").to_pylist() == ["s1"]
+    assert table.column("api_entity_type").to_pylist() == ["clash"]

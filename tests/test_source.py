@@ -50,7 +50,10 @@ def test_first_load_equals_emulator(target: Target, emulator: Emulator) -> None:
     assert summary.rows_read == 1_000
     assert_equals_emulator(target, emulator)
     # 1,000 imports at 200 a page: exactly 5 requests, limit=200, no empty cursor ever sent
-    assert summary.pages == summary.requests == math.ceil(1_000 / 200)
+    imports = summary.tables["imports"]
+    assert imports["pages"] == imports["requests"] == math.ceil(1_000 / 200)
+    # the other resources: one websets page (shared) and one events page, nothing else
+    assert summary.requests == imports["requests"] + 2
     queries = emulator.stats.list_queries
     assert len(queries) == 5 and all("limit=200" in q for q in queries)
     assert "cursor" not in queries[0]
@@ -100,7 +103,7 @@ def test_last_page_quirk(target: Target, quirk: bool) -> None:
     with Emulator(api_key=KEY, imports=450, quirk_last_page=quirk).start() as emu:
         summary = target.load(emu)
         assert summary.rows_loaded == 450
-        assert summary.requests == 3
+        assert summary.tables["imports"]["requests"] == 3
         assert emu.stats.requests[LIST] == 3
         assert_equals_emulator(target, emu)
 
@@ -161,7 +164,7 @@ def test_429_with_retry_after_is_retried(target: Target, emulator: Emulator) -> 
     emulator.faults.add(Fault("status", status=429, headers={"Retry-After": "1"}, skip=2))
     summary = target.load(emulator)
     assert summary.retried == 1
-    assert summary.requests == 6
+    assert summary.tables["imports"]["requests"] == 6
     assert_equals_emulator(target, emulator)
 
 

@@ -371,8 +371,9 @@ def test_dictionary_documents_every_declared_column() -> None:
             assert f"| `{vc.name}` | {vc.type} |" in text
 
 
-def test_dictionary_equals_the_loaded_schema(target: Target, emulator: Emulator) -> None:
-    target.load(emulator)
+def test_dictionary_equals_the_loaded_schema(target: Target) -> None:
+    with Emulator(api_key=KEY, imports=50, websets=2, items_per_webset=5).start() as emu:
+        target.load(emu)
     assert data_dictionary(target.pipeline().default_schema) == data_dictionary()
 
 
