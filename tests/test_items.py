@@ -16,7 +16,8 @@ import orjson
 import pytest
 from conftest import KEY, Target
 
-from exa_source.emulator import Emulator
+from exa_source import ExaAPIError
+from exa_source.emulator import Emulator, Fault
 from exa_source.emulator.store import SEED_ANCHOR
 from exa_source.items import EMPTY, combine
 from exa_source.pipeline import scan_state
@@ -25,6 +26,7 @@ exa_py = pytest.importorskip("exa_py")
 
 WEBSETS_FAMILY = ("websets", "webset_searches", "webset_enrichments", "webset_items")
 ITEMS_ROUTE = "GET /websets/v0/websets/{id}/items"
+ITEMS_PREFIX = "/websets/v0/websets/"
 
 
 def _emulator(websets: int, items: int) -> Emulator:
@@ -288,4 +290,36 @@ def test_a_dropped_items_table_is_loaded_again(target: Target, small: Emulator) 
         client.execute_sql(f"drop table {client.make_qualified_table_name('webset_items')}")
     again = load(target, small)
     assert again.tables["webset_items"]["rows_loaded"] == 900
+    assert_equal(target, small)
+
+
+def test_429_on_concurrent_item_chains_is_retried_after_retry_after(
+    target: Target, small: Emulator
+) -> None:
+    """Four websets read at once; two 429s with Retry-After on the items routes are retried."""
+    small.faults.add(
+        Fault("status", status=429, headers={"Retry-After": "1"}, path=ITEMS_PREFIX, times=2)
+    )
+    done = load(target, small, concurrency=4)
+    assert done.tables["webset_items"]["retried"] == 2
+    assert done.tables["webset_items"]["rows_loaded"] == 900
+    assert_equal(target, small)
+
+
+def test_a_failing_item_chain_fails_the_run_and_commits_nothing(
+    target: Target, small: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNTIME__REQUEST_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("RUNTIME__REQUEST_BACKOFF_FACTOR", "0")
+    load(target, small)
+    before = table_truth(target)
+    wid = small.websets.ids()[2]
+    small.websets.create_search(wid, {"query": "more", "count": 5})
+    small.websets.step(webset=wid, items=5)
+    small.faults.add(Fault("status", status=503, path=f"{ITEMS_PREFIX}{wid}/items", times=50))
+    with pytest.raises(ExaAPIError, match="kept failing"):
+        load(target, small)
+    assert table_truth(target) == before  # nothing of the failed run was committed
+    small.faults.clear()
+    load(target, small)  # the next normal run converges
     assert_equal(target, small)
