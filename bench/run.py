@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -391,13 +391,17 @@ def bench_items_n(
     scratch: Path,
     variants: set[str],
     info: dict[str, Any],
+    results: dict[str, list[Measurement]] | None = None,
+    save: Callable[[], object] | None = None,
 ) -> dict[str, list[Measurement]]:
     """Run the items variants ``repeat`` times against one emulator seeded with ``items`` items.
 
     The emulator holds ``websets`` websets of ``items // websets`` items each. Each repeat runs,
     one after the other: the request-loop ceilings (1 and 4 threads), then per exa-source
     concurrency a full load into a fresh workdir and its no-change rerun (same workdir).
-    ``info`` receives the emulator's seeding time and peak RSS and the machine load.
+    ``info`` receives the emulator's seeding time and peak RSS and the machine load. Each
+    measurement is added to ``results`` as it ends, and ``save`` (if any) is called then, so a
+    long run stopped half-way keeps what it measured.
 
     Returns:
         Measurements per key (see :data:`bench.report.ITEMS_LABELS`).
@@ -407,7 +411,7 @@ def bench_items_n(
             rerun loaded rows or read items.
     """
     per = items // websets
-    results: dict[str, list[Measurement]] = {}
+    results = {} if results is None else results
     logs = scratch / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     info.update(websets=websets, items_per_webset=per, load_before=_load())
@@ -423,6 +427,8 @@ def bench_items_n(
         )
         results.setdefault(key, []).append(m)
         _show(m)
+        if save is not None:
+            save()
         return m
 
     try:
@@ -584,8 +590,15 @@ def items_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
             n_real = n // args.websets * args.websets
             info: dict[str, Any] = {}
             meta["sizes"][str(n_real)] = info
-            results[n_real] = bench_items_n(n, args.websets, args.repeat, scratch, variants, info)
-            markdown = write_items_results(results, args.repeat, out, meta)
+            results[n_real] = {}
+
+            def save() -> str:
+                return write_items_results(results, args.repeat, out, meta)
+
+            bench_items_n(
+                n, args.websets, args.repeat, scratch, variants, info, results[n_real], save
+            )
+            markdown = save()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(markdown)
