@@ -375,11 +375,9 @@ def items_table(runs: dict[str, list[Measurement]]) -> list[str]:
         seen = {s for m in ms for s in m.child.get("steps", {})}
         names = [n for n in ("extract", "normalize", "load") if n in seen]
         if names:
-            steps.append(
-                f"{label} (concurrency {conc}): "
-                if conc != 1 or "concurrency" in label
-                else f"{label}: " + ", ".join(f"{n} {_median_step(ms, n):.2f} s" for n in names)
-            )
+            named = label if "concurrency" in label else f"{label} (concurrency {conc})"
+            figures = ", ".join(f"{n} {_median_step(ms, n):.2f} s" for n in names)
+            steps.append(f"{named}: {figures}")
     if steps:
         lines += ["", "dlt steps (medians): " + "; ".join(steps) + "."]
     return lines
