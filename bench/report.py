@@ -339,6 +339,10 @@ ITEMS_CONCURRENCY: dict[str, int] = {
 ITEMS_CEILING = {1: "ceiling_items", 4: "ceiling_items_c4"}
 
 
+def _ratio2(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
 def _median(runs: list[Measurement], get: Callable[[Measurement], float]) -> float:
     return float(statistics.median(get(m) for m in runs))
 
@@ -365,8 +369,8 @@ def items_table(runs: dict[str, list[Measurement]]) -> list[str]:
         loaded = [int(m.child.get("rows_loaded", 0)) for m in ms]
         items = [int(m.child.get("items_loaded", 0)) for m in ms]
         lines.append(
-            f"| {label} | {conc} | {wall:.2f} | {_ratio(wall, c_wall)} | {work:.2f}"
-            f" | {_ratio(work, c_work)} | {_median(ms, lambda m: m.peak_rss_kb / 1024):,.0f}"
+            f"| {label} | {conc} | {wall:.2f} | {_ratio2(wall, c_wall)} | {work:.2f}"
+            f" | {_ratio2(work, c_work)} | {_median(ms, lambda m: m.peak_rss_kb / 1024):,.0f}"
             f" | {int(_median(ms, lambda m: m.requests)):,}"
             f" | {int(_median(ms, lambda m: sum(m.routes.values()))):,}"
             f" | {_rows([int(m.child.get('rows_read', 0)) for m in ms])}"
