@@ -44,6 +44,7 @@ class Measurement:
         peak_rss_kb: the child's ``ru_maxrss`` (KB).
         requests: list requests the emulator served during the run.
         child: the child's own ``BENCH_RESULT`` figures.
+        routes: requests the emulator served during the run, per route.
     """
 
     key: str
@@ -52,6 +53,7 @@ class Measurement:
     peak_rss_kb: int
     requests: int
     child: dict[str, Any] = field(default_factory=dict)
+    routes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -312,6 +314,112 @@ def render_markdown(
         if side := comparison(summaries[n], results[n]):
             out += [f"### This tree vs `{baseline}`", "", *side, ""]
     out += ["## Targets", "", *targets(summaries, results), ""]
+    return "\n".join(out)
+
+
+#: Items mode (``bench/run.py --items N``): variant keys, in table order, with their labels.
+ITEMS_LABELS: dict[str, str] = {
+    "ceiling_items": "ceiling: requests loop, decode only",
+    "ceiling_items_c4": "ceiling, 4 threads",
+    "exa_source_items_full": "exa-source full load",
+    "exa_source_items_rerun0": "exa-source rerun, 0% changed",
+    "exa_source_items_c1_full": "exa-source full load, concurrency 1",
+    "exa_source_items_c1_rerun0": "exa-source rerun, 0% changed, concurrency 1",
+}
+#: Items mode: the concurrency of each key (the ceiling it is compared with has the same).
+ITEMS_CONCURRENCY: dict[str, int] = {
+    "ceiling_items": 1,
+    "ceiling_items_c4": 4,
+    "exa_source_items_full": 4,
+    "exa_source_items_rerun0": 4,
+    "exa_source_items_c1_full": 1,
+    "exa_source_items_c1_rerun0": 1,
+}
+#: Items mode: the ceiling of each concurrency.
+ITEMS_CEILING = {1: "ceiling_items", 4: "ceiling_items_c4"}
+
+
+def _ratio2(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def _median(runs: list[Measurement], get: Callable[[Measurement], float]) -> float:
+    return float(statistics.median(get(m) for m in runs))
+
+
+def items_table(runs: dict[str, list[Measurement]]) -> list[str]:
+    """Return the Markdown table of one items size (medians), then the dlt steps."""
+    lines = [
+        "| variant | concurrency | wall s | wall ÷ ceiling | work s | work ÷ ceiling"
+        " | peak RSS MB | item requests | all requests | rows read | rows loaded"
+        " | items loaded |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    steps: list[str] = []
+    for key, label in ITEMS_LABELS.items():
+        ms = runs.get(key)
+        if not ms:
+            continue
+        conc = ITEMS_CONCURRENCY[key]
+        ceiling = runs.get(ITEMS_CEILING[conc])
+        wall = _median(ms, lambda m: m.wall_s)
+        work = _median(ms, lambda m: float(m.child.get("work_s", 0.0)))
+        c_wall = _median(ceiling, lambda m: m.wall_s) if ceiling else 0.0
+        c_work = _median(ceiling, lambda m: float(m.child.get("work_s", 0.0))) if ceiling else 0.0
+        loaded = [int(m.child.get("rows_loaded", 0)) for m in ms]
+        items = [int(m.child.get("items_loaded", 0)) for m in ms]
+        lines.append(
+            f"| {label} | {conc} | {wall:.2f} | {_ratio2(wall, c_wall)} | {work:.2f}"
+            f" | {_ratio2(work, c_work)} | {_median(ms, lambda m: m.peak_rss_kb / 1024):,.0f}"
+            f" | {int(_median(ms, lambda m: m.requests)):,}"
+            f" | {int(_median(ms, lambda m: sum(m.routes.values()))):,}"
+            f" | {_rows([int(m.child.get('rows_read', 0)) for m in ms])}"
+            f" | {_rows(loaded)} | {_rows(items) if key.startswith('exa_') else '-'} |"
+        )
+        seen = {s for m in ms for s in m.child.get("steps", {})}
+        names = [n for n in ("extract", "normalize", "load") if n in seen]
+        if names:
+            named = label if "concurrency" in label else f"{label} (concurrency {conc})"
+            figures = ", ".join(f"{n} {_median_step(ms, n):.2f} s" for n in names)
+            steps.append(f"{named}: {figures}")
+    if steps:
+        lines += ["", "dlt steps (medians): " + "; ".join(steps) + "."]
+    return lines
+
+
+def render_items_markdown(
+    results: dict[int, dict[str, list[Measurement]]],
+    repeat: int,
+    meta: dict[str, Any] | None = None,
+) -> str:
+    """Return the whole ``results.md`` of the items mode: one table per size."""
+    meta = meta or {}
+    out = [
+        "# exa-source items benchmark results",
+        "",
+        f"Medians of {repeat} run(s) per variant; each run is its own process against one"
+        " emulator process per size, websets and items read 100 a page. *wall*: whole process"
+        " as measured by the driver (interpreter start + imports + work); *work*: the child's"
+        " own timing of the fetch/load. *÷ ceiling*: against the ceiling of the **same"
+        " concurrency** (1 or 4). Peak RSS is the child's `ru_maxrss`. *item requests*:"
+        " `GET /websets/v0/websets/{id}/items` the emulator served during the run; *all"
+        " requests*: every API route (websets list, events, items). *rows loaded*: all tables"
+        " (websets, webset_searches, webset_enrichments, webset_items); *items loaded*:"
+        " webset_items only. Reruns reuse the pipeline and DuckDB file of the full load just"
+        " before them, nothing changed in between.",
+        "",
+    ]
+    for n in sorted(results):
+        info = meta.get("sizes", {}).get(str(n), {})
+        out += [f"## N = {n:,} items ({info.get('websets', '?')} websets)", ""]
+        if info:
+            out += [
+                f"Emulator: seeded in {info.get('seed_s', 0):.1f} s, peak RSS"
+                f" {info.get('emulator_rss_mb', 0):,.0f} MB. Machine load before the run:"
+                f" {info.get('load_before', '?')}; after: {info.get('load_after', '?')}.",
+                "",
+            ]
+        out += [*items_table(results[n]), ""]
     return "\n".join(out)
 
 

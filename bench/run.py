@@ -1,5 +1,8 @@
 """Benchmark driver: ``.venv/bin/python bench/run.py --imports 100000 --repeat 3 --out bench/``.
 
+Items mode: ``bench/run.py --items 1000000 --websets 50 --repeat 1 --out bench/items/`` seeds
+the websets with N items in all and runs the items variants instead (see :func:`bench_items_n`).
+
 For each N it starts ONE emulator process seeded with N imports, then runs every variant
 (``bench/variants.py``) as its own child process against it, ``--repeat`` times each, one at a
 time. For every child it measures, from the outside:
@@ -28,7 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -42,6 +45,7 @@ from bench.report import (  # noqa: E402
     VARIANT_LABELS,
     Measurement,
     render_chart,
+    render_items_markdown,
     render_markdown,
 )
 from bench.variants import PAGE_SIZE, RESULT_PREFIX  # noqa: E402
@@ -50,6 +54,7 @@ API_KEY = "bench-key"
 #: PostgreSQL of the test machine (override with DESTINATION__POSTGRES__CREDENTIALS).
 PG_DSN = "postgresql://postgres:unused@127.0.0.1:5432/test"
 LIST_ROUTE = "GET /websets/v0/imports"
+ITEMS_ROUTE = "GET /websets/v0/websets/{id}/items"
 #: What the CLI sets too (``exa_source.cli._defaults_for_cli``); every child gets it.
 CHILD_ENV = {
     "RUNTIME__DLTHUB_TELEMETRY": "false",
@@ -61,8 +66,11 @@ CHILD_ENV = {
 class EmulatorProcess:
     """The emulator as a child process (``python -m exa_source.emulator``), with its controls."""
 
-    def __init__(self, imports: int, log_path: Path) -> None:
-        self.imports = imports
+    def __init__(
+        self, imports: int, log_path: Path, websets: int = 0, items_per_webset: int = 0
+    ) -> None:
+        #: N of the run: the imports, or in items mode the items in all
+        self.imports = imports if not websets else websets * items_per_webset
         self._log = log_path.open("wb")
         started = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -78,6 +86,10 @@ class EmulatorProcess:
                 API_KEY,
                 "--imports",
                 str(imports),
+                "--websets",
+                str(websets),
+                "--items-per-webset",
+                str(items_per_webset),
                 "--log-level",
                 "WARNING",
             ],
@@ -107,8 +119,25 @@ class EmulatorProcess:
 
     def list_requests(self) -> int:
         """Return the list requests served since the last stats reset."""
+        return self.routes().get(LIST_ROUTE, 0)
+
+    def routes(self) -> dict[str, int]:
+        """Return the requests served per route since the last stats reset (API routes only)."""
         stats = self.control("GET", "/_emulator/stats")
-        return int(stats["requests"].get(LIST_ROUTE, 0))
+        return {
+            k: int(v) for k, v in stats["requests"].items() if not k.split(" ")[-1].startswith("/_")
+        }
+
+    def peak_rss_mb(self) -> float:
+        """The emulator's peak RSS so far (``VmHWM``), in MB; 0 where /proc is not there."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return 0.0
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
 
     def stop(self) -> None:
         """Terminate the emulator (SIGTERM) and wait for it."""
@@ -155,15 +184,30 @@ def run_child(
     log_dir: Path,
     extra: Sequence[str] = (),
     setup: Setup | None = None,
+    kind: str | None = None,
+    route: str = LIST_ROUTE,
 ) -> Measurement:
     """Run one variant child against the emulator; measure its wall time and peak RSS.
+
+    Args:
+        emulator: the running emulator.
+        key: the measurement's variant key.
+        workdir: the child's working folder (pipelines and DuckDB file).
+        log_dir: where the child's stderr goes.
+        extra: more arguments for the child.
+        setup: what every exa-source child shares (destination, baseline).
+        kind: the child variant (``bench.variants``) when it is not derived from ``key``.
+        route: the emulator route whose requests are the measurement's ``requests``.
 
     Raises:
         RuntimeError: the child failed or printed no result line.
     """
     setup = setup or Setup()
-    is_exa = key.startswith(("exa_", "old_")) and key != "exa_py"
-    kind = "exa_source" if is_exa else key
+    if kind is None:
+        is_exa = key.startswith(("exa_", "old_")) and key != "exa_py"
+        kind = "exa_source" if is_exa else key
+    else:
+        is_exa = kind.startswith("exa_source")
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **CHILD_ENV}
     paths = [str(ROOT), env.get("PYTHONPATH")]
@@ -213,13 +257,15 @@ def run_child(
         tail = log_path.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{key} exited {proc.returncode}; log {log_path}:\n{tail}")
     child: dict[str, Any] = json.loads(lines[-1][len(RESULT_PREFIX) :])
+    routes = emulator.routes()
     return Measurement(
         key=key,
         imports=emulator.imports,
         wall_s=wall,
         peak_rss_kb=int(usage.ru_maxrss),
-        requests=emulator.list_requests(),
+        requests=routes.get(route, 0),
         child=child,
+        routes=routes,
     )
 
 
@@ -229,7 +275,7 @@ def _say(message: str) -> None:
 
 def _show(m: Measurement) -> None:
     _say(
-        f"  {m.key:<16} wall {m.wall_s:7.2f} s  work {m.child.get('work_s', 0):7.2f} s"
+        f"  {m.key:<26} wall {m.wall_s:7.2f} s  work {m.child.get('work_s', 0):7.2f} s"
         f"  rss {m.peak_rss_kb / 1024:7.0f} MB  rows loaded {m.child.get('rows_loaded')}"
         f"  requests {m.requests}"
     )
@@ -324,6 +370,96 @@ def bench_one_n(
     return results
 
 
+#: Items mode: ``--variants`` names -> (measurement key prefix, child variant, concurrency).
+ITEMS_VARIANTS: dict[str, tuple[str, str, int]] = {
+    "ceiling_items": ("ceiling_items", "ceiling_items", 1),
+    "ceiling_items_c4": ("ceiling_items_c4", "ceiling_items", 4),
+    "exa_source_items": ("exa_source_items", "exa_source_items", 4),
+    "exa_source_items_c1": ("exa_source_items_c1", "exa_source_items", 1),
+}
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages, as ``uptime`` shows them."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def bench_items_n(
+    items: int,
+    websets: int,
+    repeat: int,
+    scratch: Path,
+    variants: set[str],
+    info: dict[str, Any],
+    results: dict[str, list[Measurement]] | None = None,
+    save: Callable[[], object] | None = None,
+) -> dict[str, list[Measurement]]:
+    """Run the items variants ``repeat`` times against one emulator seeded with ``items`` items.
+
+    The emulator holds ``websets`` websets of ``items // websets`` items each. Each repeat runs,
+    one after the other: the request-loop ceilings (1 and 4 threads), then per exa-source
+    concurrency a full load into a fresh workdir and its no-change rerun (same workdir).
+    ``info`` receives the emulator's seeding time and peak RSS and the machine load. Each
+    measurement is added to ``results`` as it ends, and ``save`` (if any) is called then, so a
+    long run stopped half-way keeps what it measured.
+
+    Returns:
+        Measurements per key (see :data:`bench.report.ITEMS_LABELS`).
+
+    Raises:
+        AssertionError: a full load did not read every page the ceiling read, or a no-change
+            rerun loaded rows or read items.
+    """
+    per = items // websets
+    results = {} if results is None else results
+    logs = scratch / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    info.update(websets=websets, items_per_webset=per, load_before=_load())
+    _say(f"N={websets * per:,} items ({websets} websets x {per:,}): starting the emulator")
+    emulator = EmulatorProcess(0, logs / f"emulator-items-{items}.log", websets, per)
+    info["seed_s"] = round(emulator.seed_seconds, 2)
+    _say(f"  emulator ready at {emulator.base_url} in {emulator.seed_seconds:.1f} s")
+    ceiling_requests: int | None = None
+
+    def run(key: str, kind: str, workdir: Path, conc: int) -> Measurement:
+        m = run_child(
+            emulator, key, workdir, logs, ["--concurrency", str(conc)], None, kind, ITEMS_ROUTE
+        )
+        results.setdefault(key, []).append(m)
+        _show(m)
+        if save is not None:
+            save()
+        return m
+
+    try:
+        for i in range(repeat):
+            for name in ITEMS_VARIANTS:
+                if name not in variants:
+                    continue
+                prefix, kind, conc = ITEMS_VARIANTS[name]
+                workdir = scratch / f"{name}-{items}-{i}"
+                if kind == "ceiling_items":
+                    ceiling_requests = run(prefix, kind, workdir, conc).requests
+                    continue
+                full = run(f"{prefix}_full", kind, workdir, conc)
+                if ceiling_requests is not None and full.requests != ceiling_requests:
+                    raise AssertionError(
+                        f"{name} sent {full.requests} item requests, the ceiling {ceiling_requests}"
+                    )
+                rerun = run(f"{prefix}_rerun0", kind, workdir, conc)
+                if rerun.child.get("rows_loaded") or rerun.requests:
+                    raise AssertionError(
+                        f"{name} no-change rerun loaded {rerun.child.get('rows_loaded')} rows"
+                        f" with {rerun.requests} item requests; expected 0 and 0"
+                    )
+                shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        info["emulator_rss_mb"] = round(emulator.peak_rss_mb(), 1)
+        info["load_after"] = _load()
+        emulator.stop()
+    return results
+
+
 def drop_datasets(setup: Setup) -> None:
     """Drop the PostgreSQL datasets (and their staging schemas) the children created."""
     if not setup.datasets:
@@ -349,12 +485,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="100000",
         help="imports to seed; a comma list runs several N (e.g. 10000,100000,1000000)",
     )
+    parser.add_argument(
+        "--items",
+        default=None,
+        help="items mode: items to seed in all (a comma list runs several sizes), spread over"
+        " --websets websets; runs the items variants instead of the imports ones",
+    )
+    parser.add_argument(
+        "--websets", type=int, default=50, help="items mode: websets the items are spread over"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant (median)")
     parser.add_argument("--out", default=str(ROOT / "bench"), help="results.md/.png/.json here")
     parser.add_argument(
         "--variants",
-        default=",".join(VARIANT_LABELS),
-        help="comma list among " + ", ".join(VARIANT_LABELS),
+        default=None,
+        help="comma list among "
+        + ", ".join(VARIANT_LABELS)
+        + "; items mode: among "
+        + ", ".join(ITEMS_VARIANTS)
+        + " (default all)",
     )
     parser.add_argument(
         "--rest-api-max",
@@ -385,6 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if args.items is not None:
+        return items_main(parser, args)
+    args.variants = args.variants or ",".join(VARIANT_LABELS)
     sizes = [int(x.replace("_", "")) for x in args.imports.split(",") if x.strip()]
     variants = {v.strip() for v in args.variants.split(",") if v.strip()}
     unknown = variants - set(VARIANT_LABELS)
@@ -414,6 +566,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown)
     _say(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'results.png'}")
     return 0
+
+
+def items_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The items mode of :func:`main`: run :func:`bench_items_n` per size, write the results."""
+    sizes = [int(x.replace("_", "")) for x in args.items.split(",") if x.strip()]
+    variants = {v.strip() for v in (args.variants or ",".join(ITEMS_VARIANTS)).split(",")}
+    variants.discard("")
+    if unknown := variants - set(ITEMS_VARIANTS):
+        parser.error(f"unknown items variants: {sorted(unknown)}")
+    if args.websets < 1 or any(n < args.websets for n in sizes):
+        parser.error("--items must be at least --websets (>= 1)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[int, dict[str, list[Measurement]]] = {}
+    meta: dict[str, Any] = {"sizes": {}, "cpus": os.cpu_count()}
+    markdown = ""
+    scratch = Path(tempfile.mkdtemp(prefix="exa_bench_items_"))
+    try:
+        for tree in (ROOT / "exa_source", ROOT / "bench"):
+            compileall.compile_dir(str(tree), quiet=1)
+        for n in sizes:
+            n_real = n // args.websets * args.websets
+            info: dict[str, Any] = {}
+            meta["sizes"][str(n_real)] = info
+            results[n_real] = {}
+
+            def save() -> str:
+                return write_items_results(results, args.repeat, out, meta)
+
+            bench_items_n(
+                n, args.websets, args.repeat, scratch, variants, info, results[n_real], save
+            )
+            markdown = save()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(markdown)
+    _say(f"wrote {out / 'results.md'} and {out / 'results.json'}")
+    return 0
+
+
+def write_items_results(
+    results: dict[int, dict[str, list[Measurement]]],
+    repeat: int,
+    out: Path,
+    meta: dict[str, Any],
+) -> str:
+    """Write the items mode's ``results.md`` and ``results.json``; return the Markdown."""
+    markdown = render_items_markdown(results, repeat, meta)
+    (out / "results.md").write_text(markdown)
+    raw: dict[str, Any] = {
+        str(n): {k: [asdict(m) for m in ms] for k, ms in r.items()} for n, r in results.items()
+    }
+    raw["meta"] = meta
+    (out / "results.json").write_text(json.dumps(raw, indent=1))
+    return markdown
 
 
 def write_results(

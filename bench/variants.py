@@ -8,6 +8,9 @@ prints, as its last stdout line, ``BENCH_RESULT {json}`` with its own timings:
 * ``rows_read``: imports read from the API; ``rows_loaded``: import rows written to DuckDB;
 * ``steps``: dlt's extract / normalize / load seconds, for the dlt variants.
 
+The items variants (``ceiling_items``, ``exa_source_items``; ``--concurrency``) read the websets
+and every webset's items (``GET /websets/v0/websets/{id}/items``, 100 a page) instead.
+
 The driver (``bench/run.py``) measures the whole process (wall and peak RSS) from outside.
 """
 
@@ -20,12 +23,17 @@ _T0 = time.perf_counter()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 PAGE_SIZE = 200
 IMPORTS_PATH = "/websets/v0/imports"
+WEBSETS_PATH = "/websets/v0/websets"
+#: Websets and items are read 100 a page (their maximum), as exa-source does.
+ITEMS_PAGE_SIZE = 100
+#: What the items variants of exa-source load: the websets and everything under them.
+ITEMS_RESOURCES = ("websets", "webset_searches", "webset_enrichments", "webset_items")
 RESULT_PREFIX = "BENCH_RESULT "
 
 Result = dict[str, Any]
@@ -81,6 +89,76 @@ def ceiling(args: argparse.Namespace) -> Result:
     }
 
 
+def _paged(session: Any, url: str, limit: int) -> Iterator[list[dict[str, Any]]]:
+    """Yield the ``data`` of every page of one cursor list, decoded (``resp.json()``)."""
+    params: dict[str, Any] = {"limit": limit}
+    while True:
+        resp = session.get(url, params=params)
+        resp.raise_for_status()
+        body = resp.json()
+        yield body["data"]
+        cursor = body.get("nextCursor")
+        if not body.get("hasMore") or not cursor:
+            return
+        params = {"limit": limit, "cursor": cursor}
+
+
+def ceiling_items(args: argparse.Namespace) -> Result:
+    """List the websets, then page through each webset's items; decode only, load nothing.
+
+    With ``--concurrency N`` > 1, N threads (one ``requests.Session`` each) read one webset's
+    item chain at a time each, as exa-source's ``chains`` does.
+    """
+    t = time.perf_counter()
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    import_s = time.perf_counter() - t
+    t = time.perf_counter()
+    local = threading.local()
+    sessions: list[Any] = []
+
+    def session() -> Any:
+        s = getattr(local, "session", None)
+        if s is None:
+            s = local.session = requests.Session()
+            s.headers["x-api-key"] = args.api_key
+            sessions.append(s)
+        return s
+
+    def chain(webset_id: str) -> tuple[int, int]:
+        rows = pages = 0
+        url = f"{args.base_url}{WEBSETS_PATH}/{webset_id}/items"
+        for data in _paged(session(), url, ITEMS_PAGE_SIZE):
+            rows += len(data)
+            pages += 1
+        return rows, pages
+
+    ids: list[str] = []
+    pages = 0
+    for data in _paged(session(), args.base_url + WEBSETS_PATH, ITEMS_PAGE_SIZE):
+        ids.extend(str(w["id"]) for w in data)
+        pages += 1
+    if args.concurrency > 1:
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            counts = list(pool.map(chain, ids))
+    else:
+        counts = [chain(wid) for wid in ids]
+    for s in sessions:
+        s.close()
+    return {
+        "import_s": import_s,
+        "work_s": time.perf_counter() - t,
+        "rows_read": sum(r for r, _ in counts),
+        "rows_loaded": 0,
+        "pages": pages + sum(p for _, p in counts),
+        "websets": len(ids),
+        "concurrency": args.concurrency,
+    }
+
+
 def _state_bytes(pipeline: Any) -> int:
     """Size of the newest pipeline-state row in the destination (compressed, as stored)."""
     with pipeline.sql_client() as client:
@@ -126,6 +204,51 @@ def exa_source(args: argparse.Namespace) -> Result:
         "pages": summary.pages,
         "steps": _dlt_steps(pipeline),
         "state_bytes": _state_bytes(pipeline),
+    }
+
+
+def exa_source_items(args: argparse.Namespace) -> Result:
+    """One load of the websets, their searches, enrichments and items with exa-source.
+
+    A full load on a fresh workdir, else a rerun; ``--concurrency`` websets' items at once.
+    """
+    t = time.perf_counter()
+    import gc
+
+    from exa_source.pipeline import make_pipeline, run_load
+
+    import_s = time.perf_counter() - t
+    gc.freeze()  # as `exa-source load` does
+    workdir = Path(args.workdir)
+    t = time.perf_counter()
+    pipeline = make_pipeline(
+        args.destination,
+        str(workdir / "exa.duckdb"),
+        args.dataset,
+        pipeline_name="bench_exa_items",
+        pipelines_dir=str(workdir / "pipelines"),
+    )
+    summary = run_load(
+        pipeline,
+        api_key=args.api_key,
+        base_url=args.base_url,
+        resources=ITEMS_RESOURCES,
+        concurrency=args.concurrency,
+    )
+    work_s = time.perf_counter() - t
+    items = summary.tables.get("webset_items", {})
+    return {
+        "import_s": import_s,
+        "work_s": work_s,
+        "rows_read": summary.rows_read,
+        "rows_loaded": summary.rows_loaded,
+        "items_read": int(items.get("rows", 0)),
+        "items_loaded": int(items.get("rows_loaded", 0)),
+        "websets_read": int(items.get("websets_read", 0)),
+        "pages": summary.pages,
+        "tables": summary.tables,
+        "steps": _dlt_steps(pipeline),
+        "concurrency": args.concurrency,
     }
 
 
@@ -265,6 +388,8 @@ VARIANTS: dict[str, Callable[[argparse.Namespace], Result]] = {
     "exa_source": exa_source,
     "rest_api": rest_api,
     "exa_py": exa_py,
+    "ceiling_items": ceiling_items,
+    "exa_source_items": exa_source_items,
 }
 
 
@@ -277,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", default=".", help="pipelines dir and DuckDB file go here")
     parser.add_argument("--destination", default="duckdb", help="exa_source: duckdb or postgres")
     parser.add_argument("--dataset", default="exa_websets", help="exa_source: dataset name")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="items variants: websets read at once"
+    )
     args = parser.parse_args(argv)
     result = VARIANTS[args.variant](args)
     result["variant"] = args.variant

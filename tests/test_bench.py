@@ -83,3 +83,54 @@ def test_bench_side_by_side_with_a_baseline_revision(tmp_path: Path) -> None:
     assert [m["child"]["rows_loaded"] for m in raw["old_full"]] == [500]
     assert [m["child"]["rows_loaded"] for m in raw["old_rerun0"]] == [0]
     assert raw["exa_rerun0"][0]["child"]["state_bytes"] > 0
+
+
+@pytest.mark.slow  # ~20 s: one emulator and six child processes
+def test_bench_items_mode_smoke(tmp_path: Path) -> None:
+    """``--items``: every items variant side by side; the rerun loads nothing, reads no item."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--items",
+            "150",
+            "--websets",
+            "3",
+            "--repeat",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    markdown = (out / "results.md").read_text()
+    assert "## N = 150 items (3 websets)" in markdown
+    for label in (
+        "ceiling: requests loop, decode only",
+        "ceiling, 4 threads",
+        "exa-source full load",
+        "exa-source rerun, 0% changed",
+        "exa-source full load, concurrency 1",
+        "exa-source rerun, 0% changed, concurrency 1",
+    ):
+        assert f"| {label} |" in markdown, label
+    assert markdown in proc.stdout
+    raw = json.loads((out / "results.json").read_text())
+    runs = raw["150"]
+    pages = 3 * math.ceil(50 / 100)
+    for key in ("ceiling_items", "ceiling_items_c4"):
+        assert [m["requests"] for m in runs[key]] == [pages], key
+        assert runs[key][0]["child"]["rows_read"] == 150
+    for prefix in ("exa_source_items", "exa_source_items_c1"):
+        full, rerun = runs[f"{prefix}_full"][0], runs[f"{prefix}_rerun0"][0]
+        assert full["requests"] == pages
+        assert full["child"]["items_loaded"] == 150
+        assert rerun["child"]["rows_loaded"] == 0
+        assert rerun["requests"] == 0  # no item request
+    assert raw["meta"]["sizes"]["150"]["seed_s"] > 0
+    assert all(m["peak_rss_kb"] > 0 and m["wall_s"] > 0 for ms in runs.values() for m in ms)
