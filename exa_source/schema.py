@@ -518,7 +518,63 @@ class TableSpec:
             return pa.nulls(len(rows), pa.string())
         return clean_text(pa.array([str(v) for v in values(rows, self.scope)], pa.string()))
 
-    def _convert(self, column: Column, rows: Sequence[dict[str, Any]]) -> pa.Array:
+    @cached_property
+    def _structs(self) -> dict[str, pa.DataType]:
+        """Per top-level field holding nested columns, the struct type of those columns.
+
+        Converting e.g. every item's ``properties`` to this struct once (in Arrow's C++, which
+        ignores the keys it does not name) and taking each column's field from it is ~10x
+        faster than walking every row's dicts in Python for each column.
+        """
+        tree: dict[str, Any] = {}
+        for column in self.columns:
+            if _is_json(column) or column.arrow not in _STRUCT_LEAVES:
+                continue
+            for path in column.where:
+                if len(path) < 2:
+                    continue
+                node = tree.setdefault(path[0], {})
+                for key in path[1:-1]:
+                    node = node.setdefault(key, {})
+                node[path[-1]] = column.arrow
+
+        def struct(node: dict[str, Any]) -> pa.DataType:
+            return pa.struct(
+                [(k, struct(v) if isinstance(v, dict) else v) for k, v in node.items()]
+            )
+
+        return {key: struct(node) for key, node in tree.items()}
+
+    def _struct_arrays(self, rows: Sequence[dict[str, Any]]) -> dict[str, pa.Array]:
+        """The :attr:`_structs` of a batch; a field whose values do not fit is left out."""
+        out: dict[str, pa.Array] = {}
+        for key, kind in self._structs.items():
+            try:
+                out[key] = pa.array(values(rows, key), kind)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                continue  # an unexpected shape: those columns take the row-by-row path
+        return out
+
+    def _from_structs(self, column: Column, structs: dict[str, pa.Array]) -> pa.Array | None:
+        """The column taken from the batch's struct arrays, or None if one is missing."""
+        if column.arrow not in _STRUCT_LEAVES or _is_json(column):
+            return None
+        found: list[pa.Array] = []
+        for path in column.where:
+            if len(path) < 2 or path[0] not in structs:
+                return None
+            array = structs[path[0]]
+            for key in path[1:]:
+                array = pc.struct_field(array, key)
+            found.append(array)
+        return found[0] if len(found) == 1 else pc.coalesce(*found)
+
+    def _convert(
+        self,
+        column: Column,
+        rows: Sequence[dict[str, Any]],
+        structs: dict[str, pa.Array] | None = None,
+    ) -> pa.Array:
         name = column.name
         if name == settings.LOAD_ID_COLUMN:
             return pa.nulls(len(rows), pa.string())  # stamped by the scan (sync.py)
@@ -526,6 +582,9 @@ class TableSpec:
             return pa.nulls(len(rows), TIMESTAMP)  # live: the API only lists live objects
         if name == "id":
             return _ids(rows, self.noun)
+        taken = self._from_structs(column, structs) if structs else None
+        if taken is not None:
+            return clean_text(taken) if column.arrow == pa.string() else taken
         raw = _gather(rows, column)
         if _is_json(column):
             return _json_texts(raw)
@@ -559,7 +618,8 @@ class TableSpec:
                 not fit its declared type (the API changed a type: fail loudly, no variant
                 columns).
         """
-        arrays = [self._convert(column, rows) for column in self.columns]
+        structs = self._struct_arrays(rows)
+        arrays = [self._convert(column, rows, structs) for column in self.columns]
         table = pa.Table.from_arrays(arrays, schema=self.arrow_schema)
         for name in ("id", settings.CURSOR_FIELD):
             _require(name, table.column(name).combine_chunks(), rows, self.noun)
@@ -612,6 +672,10 @@ class TableSpec:
         for key, obj in nested.items():
             row[key] = obj if _any_value(obj) else None
         return row
+
+
+#: Leaf types taken from struct arrays (timestamps need parsing, JSON columns encoding).
+_STRUCT_LEAVES = (pa.string(), pa.int64(), pa.float64(), pa.bool_())
 
 
 def _any_value(obj: Any) -> bool:
