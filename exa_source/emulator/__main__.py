@@ -1,7 +1,8 @@
 """Run the emulator as a process.
 
 ``python -m exa_source.emulator --host 127.0.0.1 --port 0 --api-key K --imports N
-[--websets W --items-per-webset M] [--seed S] [--no-quirk] [--idle-timeout SECONDS]``
+[--websets W --items-per-webset M] [--monitors K] [--webhooks H] [--seed S] [--no-quirk]
+[--idle-timeout SECONDS]``
 prints exactly one line, the base URL (with the real port when ``--port 0``), logs to stderr,
 serves until SIGINT/SIGTERM and exits 0. A non-loopback ``--host`` logs a warning: the emulator
 has no real authentication.
@@ -48,6 +49,10 @@ def build_parser(prog: str = "python -m exa_source.emulator") -> argparse.Argume
     parser.add_argument(
         "--items-per-webset", type=int, default=0, help="items in each seeded webset"
     )
+    parser.add_argument(
+        "--monitors", type=int, default=0, help="monitors to seed over the seeded websets"
+    )
+    parser.add_argument("--webhooks", type=int, default=0, help="webhooks to seed")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample data")
     parser.add_argument(
         "--no-quirk",
@@ -103,6 +108,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m exa_source.emulat
         idle_timeout=args.idle_timeout,
         websets=args.websets,
         items_per_webset=args.items_per_webset,
+        monitors=args.monitors,
+        webhooks=args.webhooks,
     ).start()
     print(emu.base_url, flush=True)
     try:

@@ -21,7 +21,6 @@ import bisect
 import random
 import threading
 from collections.abc import Iterable, Sequence
-from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -133,17 +132,35 @@ class EventLog:
             self._insert([event])
         return _PREFIX + encode_ulid(event.id)
 
-    def emit_many(self, events: Iterable[tuple[str, bytes, int]]) -> None:
+    def emit_many(
+        self, events: Iterable[tuple[str, bytes, int]], return_ids: bool = False
+    ) -> list[str]:
         """Record several ``(type, data, at)`` events at once (seeding).
 
         They may go back in time; events with the same ``at`` keep their given order.
+
+        Args:
+            events: ``(type, data, at)`` tuples, as for :meth:`emit`.
+            return_ids: Encode and return the new ids (off by default: a big seed emits
+                hundreds of thousands of events and nobody needs their ids).
+
+        Returns:
+            The new event ids in the order the events were given, or ``[]`` unless
+            ``return_ids``.
         """
+        given = list(events)
+        ids: list[str] = [""] * len(given) if return_ids else []
         with self._lock:
             new: list[_Event] = []
-            for type_, data, at in sorted(events, key=itemgetter(2)):
+            for n in sorted(range(len(given)), key=lambda k: given[k][2]):
+                type_, data, at = given[n]
                 at = max(at, 0)
-                new.append(_Event(self._new_id(at), type_, at, data))
+                event = _Event(self._new_id(at), type_, at, data)
+                new.append(event)
+                if return_ids:
+                    ids[n] = _PREFIX + encode_ulid(event.id)
             self._insert(new)
+        return ids
 
     def _insert(self, new: Sequence[_Event]) -> None:
         if not new:

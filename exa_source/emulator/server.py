@@ -86,10 +86,22 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from .events import EVENT_TYPES, EventLog, EventNotFoundError
+from .monitors import (
+    MONITOR_RUN_STATUSES,
+    MonitorNotFoundError,
+    MonitorStore,
+    RunNotFoundError,
+    WebhookNotFoundError,
+    validate_monitor_create,
+    validate_monitor_update,
+    validate_webhook_create,
+    validate_webhook_update,
+)
 from .store import (
     ENTITY_TYPES,
     ImportNotFoundError,
     ImportStore,
+    InvalidTransitionError,
     TimeRangeError,
     is_ulid,
     iso_ms,
@@ -134,6 +146,8 @@ LIST_ROUTE = "/websets/v0/imports"
 _IMPORTS = "/websets/v0/imports"
 _WEBSETS = "/websets/v0/websets"
 _EVENTS = "/websets/v0/events"
+_MONITORS = "/websets/v0/monitors"
+_WEBHOOKS = "/websets/v0/webhooks"
 _JSON = "application/json; charset=utf-8"
 _MAX_SIZE = (
     50_000_000  # CreateImportParameters.size maximum, bytes (docs/exa-api.md §3.2, §8 item 8)
@@ -151,6 +165,9 @@ MAX_MUTATE = 1_000_000
 """Largest count per field accepted by ``POST /_emulator/mutate``."""
 _FAULT_KINDS = ("status", "html", "slow", "reset", "malformed")
 _STEP_KEYS = ("webset", "items", "enrich")
+_MONITOR_STEP_KEYS = ("monitor", "status", "run")
+_HOOK_KEYS = ("webhook", "successful")
+_TRUE_FALSE = {"true": True, "false": False, "True": True, "False": False}
 _SubAction = Callable[[str, str], dict[str, Any]]
 """A store method on one search or enrichment: ``(webset, id) -> object``."""
 _SUB_IDS = {"items": "{item}", "searches": "{search}", "enrichments": "{enrichment}"}
@@ -767,6 +784,9 @@ class Emulator:
         websets: Websets to seed (deterministic for ``seed``), each with a completed search,
             a completed enrichment and ``items_per_webset`` items.
         items_per_webset: Items per seeded webset.
+        monitors: Monitors to seed over the seeded websets (needs ``websets``), each with
+            five runs, one per run status (see :meth:`~.monitors.MonitorStore.seed`).
+        webhooks: Webhooks to seed, each with successful and failed attempts.
         idle_timeout: Seconds a connection may stay silent, and the time a request gets to
             arrive whole from its first bytes; idle or drip-feeding clients are disconnected.
 
@@ -791,6 +811,8 @@ class Emulator:
         idle_timeout: float = IDLE_TIMEOUT_S,
         websets: int = 0,
         items_per_webset: int = 0,
+        monitors: int = 0,
+        webhooks: int = 0,
     ) -> None:
         if not (_is_number(idle_timeout) and idle_timeout > 0):
             raise ValueError(f"idle_timeout must be a positive number of seconds: {idle_timeout}")
@@ -807,6 +829,9 @@ class Emulator:
         self.websets = WebsetStore(seed=seed, clock=self.store.clock, events=self.events)
         if websets:
             self.websets.seed(websets, items_per_webset)
+        self.monitors = MonitorStore(self.websets, seed=seed)
+        if monitors or webhooks:
+            self.monitors.seed(monitors, webhooks)
         self.faults = FaultList()
         self.stats = EmulatorStats()
         self._server: _Server | None = None
@@ -952,6 +977,13 @@ class Emulator:
             return LIST_ROUTE if not rest else _IMPORTS + "/{id}"
         if path.startswith(_EVENTS):
             return _EVENTS if not path[len(_EVENTS) :].strip("/") else _EVENTS + "/{id}"
+        for base, sub in ((_MONITORS, "{run}"), (_WEBHOOKS, "{attempt}")):
+            if path.startswith(base):
+                parts = [p for p in path[len(base) :].split("/") if p]
+                name = [base, "{id}"][: len(parts) + 1] + parts[1:2]
+                if len(parts) > 2:
+                    name.append(sub)
+                return "/".join(name)
         if path.startswith(_WEBSETS):
             parts = [p for p in path[len(_WEBSETS) :].split("/") if p]
             name = [_WEBSETS, "{id}"][: len(parts) + 1] + parts[1:2]
@@ -1018,6 +1050,10 @@ class Emulator:
                 return self._websets_route(method, path, query, body, api_path)
             elif (path == _EVENTS or path.startswith(_EVENTS + "/")) and method == "GET":
                 return self._events_route(path, query, api_path)
+            elif path == _MONITORS or path.startswith(_MONITORS + "/"):
+                return self._monitors_route(method, path, query, body, api_path)
+            elif path == _WEBHOOKS or path.startswith(_WEBHOOKS + "/"):
+                return self._webhooks_route(method, path, query, body, api_path)
             elif path.startswith(_IMPORTS + "/"):
                 import_id = path[len(_IMPORTS) + 1 :].rstrip("/")
                 if "/" not in import_id and import_id:
@@ -1277,6 +1313,151 @@ class Emulator:
         page = self.events.page(cursor, limit, types, after, before)
         return 200, page.to_json(), _JSON, {}
 
+    # ---------------------------------------------------------------- monitors and webhooks
+
+    def _monitors_route(
+        self, method: str, path: str, query: str, body: bytes, api_path: str
+    ) -> tuple[int, bytes, str, Mapping[str, str]]:
+        """Serve ``/websets/v0/monitors[/{id}[/runs[/{run}]]]`` (docs/exa-api.md §4).
+
+        Create answers 201 (as the spec says); an unknown ``websetId`` is 404 ``Webset not
+        found``. The runs list takes ``cursor`` and ``limit`` (1-200, default 25) although
+        the spec declares none (exa-js sends them, exa-py does not).
+        """
+        parts = [p for p in path[len(_MONITORS) :].split("/") if p]
+        params = parse_qs(query, keep_blank_values=True)
+        store = self.monitors
+        try:
+            if not parts:
+                if method == "GET":
+                    limit = _parse_limit(params.get("limit"), 25, 200)
+                    cursor = _parse_cursor(params.get("cursor"))
+                    webset = params.get("websetId")
+                    if webset is not None and (len(webset) != 1 or not webset[0]):
+                        raise _bad_request(["websetId must be a non-empty string"])
+                    page = store.monitors_page(cursor, limit, None if webset is None else webset[0])
+                    return 200, page.to_json(), _JSON, {}
+                if method == "POST":
+                    create = _parse_json(body)
+                    errors = validate_monitor_create(create)
+                    if errors:
+                        raise _bad_request(errors)
+                    return 201, orjson.dumps(store.create_monitor(create)), _JSON, {}
+            elif len(parts) == 1:
+                if method == "GET":
+                    return 200, orjson.dumps(store.get_monitor(parts[0])), _JSON, {}
+                if method == "PATCH":
+                    update = _parse_json(body) if body.strip() else {}
+                    errors = validate_monitor_update(update)
+                    if errors:
+                        raise _bad_request(errors)
+                    return 200, orjson.dumps(store.update_monitor(parts[0], update)), _JSON, {}
+                if method == "DELETE":
+                    return 200, orjson.dumps(store.delete_monitor(parts[0])), _JSON, {}
+            elif parts[1] == "runs" and method == "GET" and len(parts) == 2:
+                limit = _parse_limit(params.get("limit"), 25, 200)
+                page = store.runs_page(parts[0], _parse_cursor(params.get("cursor")), limit)
+                return 200, page.to_json(), _JSON, {}
+            elif parts[1] == "runs" and method == "GET" and len(parts) == 3:
+                return 200, orjson.dumps(store.get_run(parts[0], parts[2])), _JSON, {}
+        except WebsetNotFoundError:
+            raise _not_found("Webset not found", api_path) from None
+        except MonitorNotFoundError:
+            raise _not_found("Monitor not found", api_path) from None
+        except RunNotFoundError:
+            raise _not_found("Monitor run not found", api_path) from None
+        raise _not_found(f"Cannot {method} {api_path}", api_path)
+
+    def _webhooks_route(
+        self, method: str, path: str, query: str, body: bytes, api_path: str
+    ) -> tuple[int, bytes, str, Mapping[str, str]]:
+        """Serve ``/websets/v0/webhooks[/{id}[/attempts]]`` (docs/exa-api.md §4).
+
+        Create answers 201 (observed for the other creates; the spec says 200) and is the
+        only reply carrying ``secret``. Attempts take ``eventType`` and ``successful``
+        (``true``/``false``, and ``True``/``False`` as exa-py sends a Python bool).
+        """
+        parts = [p for p in path[len(_WEBHOOKS) :].split("/") if p]
+        params = parse_qs(query, keep_blank_values=True)
+        store = self.monitors
+        try:
+            if not parts:
+                if method == "GET":
+                    limit = _parse_limit(params.get("limit"), 25, 200)
+                    page = store.webhooks_page(_parse_cursor(params.get("cursor")), limit)
+                    return 200, page.to_json(), _JSON, {}
+                if method == "POST":
+                    create = _parse_json(body)
+                    errors = validate_webhook_create(create)
+                    if errors:
+                        raise _bad_request(errors)
+                    return 201, orjson.dumps(store.create_webhook(create)), _JSON, {}
+            elif len(parts) == 1:
+                if method == "GET":
+                    return 200, orjson.dumps(store.get_webhook(parts[0])), _JSON, {}
+                if method == "PATCH":
+                    update = _parse_json(body) if body.strip() else {}
+                    errors = validate_webhook_update(update)
+                    if errors:
+                        raise _bad_request(errors)
+                    return 200, orjson.dumps(store.update_webhook(parts[0], update)), _JSON, {}
+                if method == "DELETE":
+                    return 200, orjson.dumps(store.delete_webhook(parts[0])), _JSON, {}
+            elif len(parts) == 2 and parts[1] == "attempts" and method == "GET":
+                limit = _parse_limit(params.get("limit"), 25, 200)
+                cursor = _parse_cursor(params.get("cursor"))
+                event_type = params.get("eventType")
+                if event_type is not None and (
+                    len(event_type) != 1 or event_type[0] not in EVENT_TYPES
+                ):
+                    raise _bad_request(
+                        ["eventType must be one of the following values: " + ", ".join(EVENT_TYPES)]
+                    )
+                successful = params.get("successful")
+                if successful is not None and (
+                    len(successful) != 1 or successful[0] not in _TRUE_FALSE
+                ):
+                    raise _bad_request(["successful must be a boolean value"])
+                page = store.attempts_page(
+                    parts[0],
+                    cursor,
+                    limit,
+                    None if event_type is None else event_type[0],
+                    None if successful is None else _TRUE_FALSE[successful[0]],
+                )
+                return 200, page.to_json(), _JSON, {}
+        except WebhookNotFoundError:
+            raise _not_found("Webhook not found", api_path) from None
+        raise _not_found(f"Cannot {method} {api_path}", api_path)
+
+    def _step_monitors(self, params: Mapping[str, Any], path: str) -> list[dict[str, Any]]:
+        """``POST /_emulator/monitors/step``: new runs, or (with ``run``) move one run on."""
+        errors = [f"property {k} should not exist" for k in params if k not in _MONITOR_STEP_KEYS]
+        for key in ("monitor", "run"):
+            if not isinstance(params.get(key, ""), str):
+                errors.append(f"{key} must be a string")
+        status = params.get("status", "completed")
+        if status not in MONITOR_RUN_STATUSES:
+            errors.append(
+                "status must be one of the following values: " + ", ".join(MONITOR_RUN_STATUSES)
+            )
+        if params.get("run") is not None and params.get("monitor") is not None:
+            errors.append("give monitor or run, not both")
+        if errors:
+            raise _bad_request(errors)
+        try:
+            if params.get("run") is not None:
+                return [self.monitors.advance_run(params["run"], status)]
+            return self.monitors.step_monitors(params.get("monitor"), status)
+        except MonitorNotFoundError:
+            raise _not_found("Monitor not found", path) from None
+        except RunNotFoundError:
+            raise _not_found("Monitor run not found", path) from None
+        except InvalidTransitionError as err:
+            raise _Reply(
+                409, {"statusCode": 409, "message": str(err), "error": "Conflict"}
+            ) from None
+
     def _upload(
         self, path: str, query: str, body: bytes
     ) -> tuple[int, bytes, str, Mapping[str, str]]:
@@ -1348,6 +1529,20 @@ class Emulator:
                 return orjson.dumps(self.websets.step(**params))
             except WebsetNotFoundError:
                 raise _not_found("Webset not found", path) from None
+        if path == "/_emulator/monitors/step" and method == "POST":
+            return orjson.dumps(self._step_monitors(params, path))
+        if path == "/_emulator/webhooks/step" and method == "POST":
+            errors = [f"property {k} should not exist" for k in params if k not in _HOOK_KEYS]
+            if not isinstance(params.get("webhook", ""), str):
+                errors.append("webhook must be a string")
+            if not isinstance(params.get("successful", True), bool):
+                errors.append("successful must be a boolean value")
+            if errors:
+                raise _bad_request(errors)
+            try:
+                return orjson.dumps(self.monitors.step_webhooks(**params))
+            except WebhookNotFoundError:
+                raise _not_found("Webhook not found", path) from None
         if path == "/_emulator/clock" and method in ("POST", "GET"):
             self._move_clock(params)
             return orjson.dumps({"now": iso_ms(self.store.clock.now_ms())})
