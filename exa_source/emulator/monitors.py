@@ -719,14 +719,14 @@ class MonitorStore:
 
         Deterministic for the store seed (and the number of earlier :meth:`seed` calls).
         Everything is stamped in the week before
-        :data:`~exa_source.emulator.store.SEED_ANCHOR`. Webhooks come first (created in
-        that week's first hour), each subscribed to ``monitor.*`` event types (some also to
-        ``webset.*`` ones). Monitors follow, spread over the existing websets in list order
-        (oldest webset first), one created about every ``24 h / monitors`` on the week's
-        first day; each has five runs one day apart, oldest first ``completed``, ``failed``,
-        ``canceled``, ``running``, ``created`` (the last is its ``lastRun``), and emits
-        ``monitor.created`` and per run ``monitor.run.created`` (plus
-        ``monitor.run.completed`` for the completed one). Every webhook then has attempts on
+        :data:`~exa_source.emulator.store.SEED_ANCHOR`. Webhooks come first (created up to a
+        minute apart in that week's first hour), each subscribed to ``monitor.*`` event
+        types (some also to ``webset.*`` ones). Monitors follow, spread round-robin over
+        the existing websets (oldest webset first), one about every ``24 h / monitors`` on
+        the week's first day; each has five runs one day apart, oldest first
+        ``completed``, ``failed``, ``canceled``, ``running``, ``created`` (the last is its
+        ``lastRun``), and emits ``monitor.created`` and per run ``monitor.run.created``
+        (plus ``monitor.run.completed`` for the completed one). Every webhook then has attempts on
         two of those events it subscribes to: for the first a failed attempt 1 then a
         successful attempt 2, for the second a successful attempt 1 (without monitors,
         synthetic event ids).
@@ -741,7 +741,8 @@ class MonitorStore:
             rng = random.Random(f"{self._seed}:monitors-seed:{self._seed_calls}")
             self._seed_calls += 1
             start = to_ms(SEED_ANCHOR) - _SEED_WEEK_MS
-            hooks = [self._seed_webhook(rng, h, start + h * 60_000) for h in range(webhooks)]
+            gap = min(60_000, 3_600_000 // max(webhooks, 1))  # all before the first monitor
+            hooks = [self._seed_webhook(rng, h, start + h * gap) for h in range(webhooks)]
             emitted: list[tuple[str, bytes, int]] = []
             step = DAY_MS // max(monitors, 1)
             for k in range(monitors):

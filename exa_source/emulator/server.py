@@ -1,4 +1,4 @@
-"""HTTP front end of the Exa Websets emulator (imports, websets, items, searches, events).
+"""HTTP front end of the Exa Websets emulator (imports, websets, monitors, webhooks, events).
 
 A stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive. Every reply is written
 with a single ``write`` carrying the status line, ``Content-Type``, ``Content-Length`` and the
@@ -19,6 +19,14 @@ body. Routes (docs/exa-api.md §3.1):
   ``createdBefore``) and ``GET /websets/v0/events/{id}``: the events the other routes and
   seeding emitted (docs/exa-api.md §4.6), same authentication; data in
   :class:`~.events.EventLog`.
+* ``POST/GET /websets/v0/monitors`` (201; list: ``cursor``, ``limit`` 1-200/25, ``websetId``),
+  ``GET/PATCH/DELETE /websets/v0/monitors/{id}``, ``GET .../{id}/runs`` (``cursor``,
+  ``limit`` 1-200/25, though the spec declares none) and ``GET .../{id}/runs/{run}``;
+  ``POST/GET /websets/v0/webhooks`` (201, the only reply carrying ``secret``),
+  ``GET/PATCH/DELETE /websets/v0/webhooks/{id}`` and ``GET .../{id}/attempts`` (``cursor``,
+  ``limit``, ``eventType``, ``successful``): same authentication; data in
+  :class:`~.monitors.MonitorStore` (``emu.monitors``). Runs and attempts exist only when
+  driven (``POST /_emulator/monitors/step``, ``POST /_emulator/webhooks/step``).
 * ``PUT /_uploads/{id}.csv?X-Amz-Expires=3600&X-Amz-Signature=...``: the presigned upload URL
   returned by create (stands in for S3, docs/exa-api.md §3.5). No API key.
 * ``/_emulator/...``: control endpoints for tests and benchmarks in other processes. **No API
@@ -39,6 +47,14 @@ body. Routes (docs/exa-api.md §3.1):
     "enrich": n}`` (all optional: every webset, 10, all) → ``{"items_created": [...],
     "items_enriched": [...], "searches": [...], "enrichments": [...]}``: one driven step of
     searches and enrichments (see :meth:`~.websets.WebsetStore.step`); unknown webset 404.
+  - ``POST /_emulator/monitors/step`` ``{"monitor": "<id>", "status": "completed"}`` (both
+    optional: every enabled monitor, ``completed``) → the new runs, one per monitor
+    (:meth:`~.monitors.MonitorStore.step_monitors`); ``{"run": "<id>", "status": s}`` moves
+    that run on instead (:meth:`~.monitors.MonitorStore.advance_run`; 409 if it cannot).
+    Unknown monitor or run 404.
+  - ``POST /_emulator/webhooks/step`` ``{"webhook": "<id>", "successful": true}`` (both
+    optional: every active webhook, successful) → the new attempts, one per webhook
+    (:meth:`~.monitors.MonitorStore.step_webhooks`); unknown webhook 404.
 
 Hostile input (what a test can throw at it):
 
