@@ -359,6 +359,7 @@ def _report(args: argparse.Namespace) -> int:
         DAILY_VIEW,
         STATUS_VIEW,
         format_table,
+        render_health_report,
         render_items_report,
         summary,
         write_chart,
@@ -370,11 +371,12 @@ def _report(args: argparse.Namespace) -> int:
         args.destination, args.duckdb_path, args.dataset, pipelines_dir=args.pipelines_dir
     )
     items = render_items_report(pipeline)
+    health = render_health_report(pipeline)
     try:
         results = summary(pipeline)
     except DatabaseUndefinedRelation:
         results = None
-    if results is None and items is None:
+    if results is None and items is None and not health:
         raise ExaConfigError(
             f"no BI views in {args.destination} dataset {args.dataset!r}: run `exa-source load`"
             " first (the views are created after each successful load)"
@@ -383,6 +385,8 @@ def _report(args: argparse.Namespace) -> int:
     print(f"Views in {args.destination} {where} dataset {args.dataset}".replace("  ", " "))
     if items is not None:
         print(f"\nwebset_items_current and webset_item_enrichments, per webset\n{items}")
+    for title, text in health:
+        print(f"\n{title}\n{text}")
     if results is None:
         return 0
     for name in (CURRENT_VIEW, STATUS_VIEW, DAILY_VIEW):

@@ -33,7 +33,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -608,7 +608,7 @@ class ExaRESTClient(RESTClient):
         return data
 
     def pages(
-        self, path: str, page_size: int, params: dict[str, Any] | None = None
+        self, path: str, page_size: int | None, params: dict[str, Any] | None = None
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield the ``data`` list of every page of a list endpoint, first to last.
 
@@ -625,13 +625,14 @@ class ExaRESTClient(RESTClient):
         return prefetched(self._pages(path, page_size, params), settings.PAGES_AHEAD)
 
     def _pages(
-        self, path: str, page_size: int, params: dict[str, Any] | None = None
+        self, path: str, page_size: int | None, params: dict[str, Any] | None = None
     ) -> Generator[list[dict[str, Any]], None, None]:
         """The pages, fetched in the calling thread.
 
         Args:
             path: the list endpoint.
-            page_size: ``limit``.
+            page_size: ``limit``; None sends no ``limit`` (the server's default), for a list
+                that documents none (a monitor's runs).
             params: more query parameters (a list value is sent as a repeated key, as
                 ``types=a&types=b``, what the events list expects).
 
@@ -643,7 +644,7 @@ class ExaRESTClient(RESTClient):
         try:
             yield from self.paginate(
                 path,
-                params={"limit": page_size, **(params or {})},
+                params={**({} if page_size is None else {"limit": page_size}), **(params or {})},
                 hooks=hooks,
                 data_selector="data",
                 allow_redirects=False,
@@ -671,8 +672,9 @@ class ExaRESTClient(RESTClient):
     def chains(
         self,
         paths: dict[str, str],
-        page_size: int,
+        page_size: int | None,
         concurrency: int,
+        until: Callable[[str, list[dict[str, Any]]], bool] | None = None,
     ) -> Iterator[tuple[str, list[dict[str, Any]] | BaseException | None]]:
         """Read several cursor chains at once: yield ``(key, page)`` as pages arrive.
 
@@ -681,10 +683,18 @@ class ExaRESTClient(RESTClient):
         per worker waiting, so memory stays flat however many chains there are. Every request
         goes through the same retrying session (429 ``Retry-After`` is honoured per request).
 
+        Args:
+            paths: the list endpoint of each chain, by key.
+            page_size: ``limit`` (None: the server's default).
+            concurrency: chains read at once.
+            until: called (in the worker) with each page of a chain; True ends that chain
+                after the page, as if it were the last (a newest-first list read back only to
+                what is already stored).
+
         Yields:
             ``(key, page)`` for each page of a chain, in the chain's order; then ``(key, None)``
-            when the chain ended normally, or ``(key, error)`` when its list answered 404 (the
-            parent was deleted while it was read).
+            when the chain ended normally (or ``until`` ended it), or ``(key, error)`` when its
+            list answered 404 (the parent was deleted while it was read).
 
         Raises:
             ExaError: any other error of any chain; the other workers stop at their next page.
@@ -718,6 +728,8 @@ class ExaRESTClient(RESTClient):
                     for page in self._pages(path, page_size):
                         if not put((key, page)):
                             return
+                        if until is not None and until(key, page):
+                            break
                     end: Any = None
                 except ExaAPIError as exc:
                     if exc.status != 404:
@@ -749,6 +761,43 @@ class ExaRESTClient(RESTClient):
             stop.set()
             for thread in threads:
                 thread.join(timeout=5)
+
+
+class SharedList:
+    """A list endpoint read whole once per load and shared by the resources that need it.
+
+    The websets listing feeds four tables (websets, their searches, enrichments and items),
+    the monitors listing two (monitors and their runs), the webhooks listing two (webhooks
+    and their attempts): each is requested once per load, by whichever resource runs first.
+
+    Args:
+        path: the list endpoint.
+        page_size: its ``limit``.
+
+    Attributes:
+        server_date: the ``Date`` header that came with the listing.
+    """
+
+    def __init__(self, path: str, page_size: int) -> None:
+        self.path, self.page_size = path, page_size
+        self._lock = threading.Lock()
+        self._load: Any = object()
+        self._rows: list[dict[str, Any]] = []
+        self.server_date: str | None = None
+
+    def get(self, client: ExaRESTClient, load_id: str | None) -> list[dict[str, Any]]:
+        """Every object (a complete listing), read through ``client`` if not yet in this load.
+
+        Outside a pipeline (``load_id`` None) it is read every time.
+        """
+        with self._lock:
+            if load_id is None or load_id != self._load:
+                rows: list[dict[str, Any]] = []
+                for page in client.pages(self.path, self.page_size):
+                    rows.extend(page)
+                self._rows, self._load = rows, load_id
+                self.server_date = client.stats.server_date
+            return self._rows
 
 
 @dataclass(frozen=True)

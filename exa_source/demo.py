@@ -25,6 +25,10 @@ DEMO_IMPORTS = 2_000
 #: Sample websets (every entity type) and items of each, with searches and enrichments.
 DEMO_WEBSETS = 8
 DEMO_ITEMS_PER_WEBSET = 250
+#: Sample monitors (each with a run in every status) and webhooks (successful and failed
+#: deliveries).
+DEMO_MONITORS = 4
+DEMO_WEBHOOKS = 2
 DEMO_DUCKDB_FILE = "exa_demo.duckdb"
 DEMO_PIPELINE = "exa_websets_demo"
 #: dlt's working folder of the demo pipeline, next to the DuckDB file (git-ignored).
@@ -136,7 +140,14 @@ def _change_websets(emu: Any) -> str:
     store.create_enrichment(second, {"description": "Headquarters city", "format": "text"})
     done = store.step(items=20)
     found, enriched = len(done["items_created"]), len(done["items_enriched"])
-    return f"a new search found {found} items and an enrichment filled {enriched} results"
+    runs = emu.monitors.step_monitors(status="completed")
+    failed = emu.monitors.step_monitors(monitor=emu.monitors.monitor_ids()[0], status="failed")
+    attempts = emu.monitors.step_webhooks(successful=False)
+    return (
+        f"a new search found {found} items and an enrichment filled {enriched} results;"
+        f" monitors ran {len(runs) + len(failed)} times ({len(failed)} failed) and"
+        f" {len(attempts)} webhook deliveries failed"
+    )
 
 
 def run_demo(
@@ -180,7 +191,7 @@ def run_demo(
     """
     from exa_source.emulator import Emulator
     from exa_source.pipeline import make_pipeline, run_load
-    from exa_source.warehouse import render_items_report, render_report
+    from exa_source.warehouse import render_health_report, render_items_report, render_report
 
     def say(text: str = "") -> None:
         out.write(text + "\n")
@@ -192,12 +203,15 @@ def run_demo(
         imports=imports,
         websets=DEMO_WEBSETS,
         items_per_webset=DEMO_ITEMS_PER_WEBSET,
+        monitors=DEMO_MONITORS,
+        webhooks=DEMO_WEBHOOKS,
     ).start() as emu:
         say(
             "Demo of exa-source, with no Exa key: the bundled emulator of the Exa Websets API"
             f" serves {imports:,} sample imports and {DEMO_WEBSETS} websets of"
             f" {DEMO_ITEMS_PER_WEBSET} items (people, companies, articles, papers, with"
-            f" evaluations and enrichment results) on {emu.base_url}."
+            f" evaluations and enrichment results), {DEMO_MONITORS} monitors and"
+            f" {DEMO_WEBHOOKS} webhooks on {emu.base_url}."
         )
         pipeline = make_pipeline(
             destination,
@@ -223,7 +237,10 @@ def run_demo(
             )
             return done.sentence()
 
-        say("1. Full load: every import, webset, search, enrichment and item is read and written")
+        say(
+            "1. Full load: every import, webset, search, enrichment, item, monitor, run,"
+            " webhook, delivery attempt and event is read and written"
+        )
         say(f"   {load(full_refresh=True)}")
         changes = Changes.of(emu.store.mutate(**DEMO_MUTATION, seed=1))
         say(f"2. Meanwhile in Exa: {changes.sentence()}; {_change_websets(emu)}")
@@ -243,6 +260,8 @@ def run_demo(
             " webset_item_enrichments)"
         )
         say(items)
+    for title, text in render_health_report(pipeline):
+        say(f"\n{title}\n{text}")
     say(
         f"\nThe dlt pipeline is {DEMO_PIPELINE}; its pipelines folder (dlt's local state) is"
         f" {shown_path(folder)}"

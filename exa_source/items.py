@@ -32,7 +32,6 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import logging
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -93,34 +92,6 @@ def server_now(date: str | None) -> datetime:
         except (TypeError, ValueError):
             pass
     return datetime.now(timezone.utc)
-
-
-class WebsetList:
-    """The websets listing, read once per load and shared by the resources that need it.
-
-    Attributes:
-        server_date: the ``Date`` header that came with the listing.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._load: Any = object()
-        self._websets: list[dict[str, Any]] = []
-        self.server_date: str | None = None
-
-    def get(self, client: ExaRESTClient, load_id: str | None) -> list[dict[str, Any]]:
-        """Every webset (a complete listing), read through ``client`` if not yet in this load.
-
-        Outside a pipeline (``load_id`` None) it is read every time.
-        """
-        with self._lock:
-            if load_id is None or load_id != self._load:
-                websets: list[dict[str, Any]] = []
-                for page in client.pages(settings.WEBSETS_PATH, settings.WEBSETS_PAGE_SIZE):
-                    websets.extend(page)
-                self._websets, self._load = websets, load_id
-                self.server_date = client.stats.server_date
-            return self._websets
 
 
 class ItemsPlan:

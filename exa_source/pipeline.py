@@ -49,7 +49,10 @@ class LoadSummary:
         rows_recovered: rows written by the package a killed or failed run left behind,
             loaded first by this run (0 when there was none).
         tables: per table this run loaded: ``rows_loaded``, ``rows`` (read), ``deleted``,
-            ``pages``, ``requests``, ``retried`` (items also ``websets_read``, ``events_read``).
+            ``pages``, ``requests``, ``retried`` (items also ``websets_read``, ``events_read``;
+            events also ``gap``).
+        warnings: what the user should act on, e.g. a gap in the event log (the API keeps
+            events 60 days and the last complete read of them was longer ago).
     """
 
     rows_loaded: int
@@ -64,6 +67,7 @@ class LoadSummary:
     load_id: str | None
     rows_recovered: int = 0
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the summary as plain JSON-able values."""
@@ -86,6 +90,7 @@ class LoadSummary:
                 if self.rows_recovered
                 else ""
             )
+            + "".join(f". WARNING: {w}" for w in self.warnings)
         )
 
     def _what(self) -> str:
@@ -404,9 +409,16 @@ def run_load(
             + (pending[table].get("changed", 0) if recovered else 0),
             **{key: scan.get(key, 0) for key in _TABLE_KEYS},
         }
-        for key in ("websets_read", "events_read"):
+        for key in ("websets_read", "events_read", "gap"):
             if key in scan:
                 tables[table][key] = scan[key]
+    warnings = [
+        f"events created between {t['gap'][0]} and {t['gap'][1]} may be missing from the"
+        f" {table} table: the API keeps events {settings.EVENT_RETENTION_DAYS} days and no"
+        " complete read covered them"
+        for table, t in tables.items()
+        if t.get("gap")
+    ]
     total = {key: sum(t[key] for t in tables.values()) for key in ("rows_loaded", *_TABLE_KEYS)}
     rows_recovered = sum(pending[t].get("changed", 0) for t in selected) if recovered else 0
     summary = LoadSummary(
@@ -422,6 +434,7 @@ def run_load(
         dataset=pipeline.dataset_name,
         load_id=info.loads_ids[-1] if info.loads_ids else None,
         rows_recovered=rows_recovered,
+        warnings=warnings,
     )
     logger.info("exa_websets load: %s", summary.as_dict())
     return summary

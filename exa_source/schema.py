@@ -431,6 +431,10 @@ class TableSpec:
         scope: the API field naming the parent a row belongs to (an item's ``websetId``):
             read with the record, so that a scan of one parent's rows can find that
             parent's deletions only.
+        cursor: the API field that says when the object last changed, compared with the
+            stored value to find what changed: ``updatedAt``, or for objects that never
+            change once made, the one timestamp they have (an event's ``createdAt``, a
+            webhook attempt's ``attemptedAt``).
     """
 
     name: str
@@ -438,6 +442,7 @@ class TableSpec:
     columns: tuple[Column, ...]
     ignored: frozenset[str] = field(default_factory=frozenset)
     scope: str | None = None
+    cursor: str = settings.CURSOR_FIELD
 
     def hints(self, hard_delete: bool = False) -> TTableSchemaColumns:
         """Dlt column hints for the resource, keyed by the API's field names.
@@ -481,6 +486,11 @@ class TableSpec:
         return frozenset(_NAMING.normalize_path(c.name) for c in self.columns)
 
     @cached_property
+    def cursor_column(self) -> str:
+        """The stored (snake_case) name of the :attr:`cursor` column."""
+        return _NAMING.normalize_identifier(self.cursor)
+
+    @cached_property
     def scope_column(self) -> str | None:
         """The stored (snake_case) name of the :attr:`scope` column."""
         return None if self.scope is None else _NAMING.normalize_identifier(self.scope)
@@ -495,18 +505,18 @@ class TableSpec:
         return _stored_name(field, self.owned)
 
     def keys(self, rows: Sequence[dict[str, Any]]) -> tuple[pa.Array, pa.Array]:
-        """Return the ``id`` and parsed ``updatedAt`` arrays of API objects, nothing else.
+        """Return the ``id`` and parsed :attr:`cursor` arrays of API objects, nothing else.
 
         Cheap enough to run on every row of every run: the comparison with the destination
         and deletion detection need only these two, so the other columns are converted only
         for rows that changed.
 
         Raises:
-            ExaDataError: an ``id`` or ``updatedAt`` is missing or not a string, or
-                ``updatedAt`` is unparseable.
+            ExaDataError: an ``id`` or the cursor is missing or not a string, or the cursor
+                is unparseable.
         """
         ids = _ids(rows, self.noun)
-        cursor = settings.CURSOR_FIELD
+        cursor = self.cursor
         updated = _timestamps(cursor, values(rows, cursor), rows, self.noun)
         _require("id", ids, rows, self.noun)
         _require(cursor, updated, rows, self.noun)
@@ -621,7 +631,7 @@ class TableSpec:
         structs = self._struct_arrays(rows)
         arrays = [self._convert(column, rows, structs) for column in self.columns]
         table = pa.Table.from_arrays(arrays, schema=self.arrow_schema)
-        for name in ("id", settings.CURSOR_FIELD):
+        for name in ("id", self.cursor):
             _require(name, table.column(name).combine_chunks(), rows, self.noun)
         extra = set().union(*rows) - self.known
         for key in sorted(extra):
@@ -935,5 +945,197 @@ ITEMS = TableSpec(
 )
 """The ``webset_items`` table (``docs/exa-api.md`` §4.3): typed properties plus the JSON."""
 
+# ------------------------------------------------------- monitors, webhooks and the event log
+
+
+def _bool(meaning: str, example: str, name: str, **kw: Any) -> Column:
+    return Column(name, pa.bool_(), {"data_type": "bool", "nullable": True}, meaning, example, **kw)
+
+
+MONITORS = TableSpec(
+    settings.MONITORS_TABLE,
+    "monitor",
+    (
+        _id("Monitor id: `monitor_` + a ULID.", "monitor_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        _text("Object type, always `monitor`.", "monitor", "object"),
+        _text("enabled or disabled.", "enabled", "status"),
+        _text("The webset the monitor updates.", "webset_01k9x2y3z4a5b6c7d8e9f0g1h2", "websetId"),
+        _text(
+            "When it runs: a 5-field Unix cron expression (at most daily).",
+            "0 9 * * 1",
+            "cadence__cron",
+            paths=(("cadence", "cron"),),
+        ),
+        _text(
+            "Time zone of the cron expression.",
+            "Etc/UTC",
+            "cadence__timezone",
+            paths=(("cadence", "timezone"),),
+        ),
+        _text(
+            "What a run does: search (find new items) or refresh.",
+            "search",
+            "behavior__type",
+            paths=(("behavior", "type"),),
+        ),
+        _json(
+            "The run's settings (JSON: query, criteria, entity, count, behavior for a search).",
+            '{"query": "…", "count": 10}',
+            "behavior__config",
+            paths=(("behavior", "config"),),
+        ),
+        _json(
+            "The monitor's latest run as the API embeds it (JSON); every run is a row of"
+            " `monitor_runs`.",
+            '{"id": "monitor_run_…", "status": "completed", …}',
+            "lastRun",
+        ),
+        _text(
+            "Status of the latest run (copied from `last_run`).",
+            "completed",
+            "last_run_status",
+            paths=(("lastRun", "status"),),
+            derived=True,
+        ),
+        _ts("When the next run is due.", "2026-12-06 09:00:00.000+00", "nextRunAt"),
+        _json("Free-form string-to-string map set by the user.", '{"team": "growth"}', "metadata"),
+        *_CREATED_UPDATED,
+        *_trailer("monitor"),
+    ),
+)
+"""The ``monitors`` table (``docs/exa-api.md`` §4.3)."""
+
+MONITOR_RUNS = TableSpec(
+    settings.MONITOR_RUNS_TABLE,
+    "monitor run",
+    (
+        _id("Run id: `monitor_run_` + a ULID.", "monitor_run_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        _text("Object type, always `monitor_run`.", "monitor_run", "object"),
+        _text("The monitor that made the run.", "monitor_01k9x2y3z4a5b6c7d8e9f0g1h2", "monitorId"),
+        _text("created, running, completed, canceled or failed.", "completed", "status"),
+        _text("search or refresh.", "search", "type"),
+        _ts("When the run completed.", "2026-12-05 09:04:10.000+00", "completedAt"),
+        _ts("When the run failed.", "2026-12-05 09:01:00.000+00", "failedAt"),
+        _text("Why the run failed, as the API words it.", "Search failed", "failedReason"),
+        _ts("When the run was canceled.", "2026-12-05 09:02:00.000+00", "canceledAt"),
+        *_CREATED_UPDATED,
+        *_trailer("monitor run"),
+    ),
+    scope="monitorId",
+)
+"""The ``monitor_runs`` table: every run of every monitor (one list per monitor)."""
+
+WEBHOOKS = TableSpec(
+    settings.WEBHOOKS_TABLE,
+    "webhook",
+    (
+        _id("Webhook id: `webhook_` + a ULID.", "webhook_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        _text("Object type, always `webhook`.", "webhook", "object"),
+        _text("active or inactive.", "active", "status"),
+        _json("The event types it is sent (JSON list).", '["webset.item.created"]', "events"),
+        _text("Where the events are posted.", "https://hooks.example.com/exa", "url"),
+        _json("Free-form string-to-string map set by the user.", "{}", "metadata"),
+        *_CREATED_UPDATED,
+        *_trailer("webhook"),
+    ),
+    # the signing secret: the API returns it on creation only, and it is never stored here,
+    # even if a reply carries one (docs/exa-api.md §4.3)
+    ignored=frozenset({"secret"}),
+)
+"""The ``webhooks`` table, without the signing ``secret`` (never stored)."""
+
+WEBHOOK_ATTEMPTS = TableSpec(
+    settings.WEBHOOK_ATTEMPTS_TABLE,
+    "webhook attempt",
+    (
+        _id("Attempt id: `webhook_attempt_` + a ULID.", "webhook_attempt_01k9x2y3z4a5b6c7d8e9f0"),
+        _text("Object type, always `webhook_attempt`.", "webhook_attempt", "object"),
+        _text("The event delivered (`events.id`).", "event_01k9x2y3z4a5b6c7d8e9f0g1h2", "eventId"),
+        _text("Its type.", "webset.item.created", "eventType"),
+        _text("The webhook it was sent to.", "webhook_01k9x2y3z4a5b6c7d8e9f0g1h2", "webhookId"),
+        _text("The URL it was posted to.", "https://hooks.example.com/exa", "url"),
+        _bool("Whether the receiver accepted it (a 2xx reply).", "false", "successful"),
+        _json(
+            "The receiver's reply headers (JSON string map).",
+            '{"content-type": "text/plain"}',
+            "responseHeaders",
+        ),
+        _text("The receiver's reply body.", "upstream timeout", "responseBody"),
+        _int("The receiver's HTTP status code.", "503", "responseStatusCode"),
+        _int("Delivery attempt number for this event (1 = first try).", "2", "attempt"),
+        _ts(
+            "When it was attempted. Attempts never change: this is also the version the scan"
+            " compares.",
+            "2026-12-05 09:04:11.000+00",
+            "attemptedAt",
+            False,
+        ),
+        *_trailer("webhook attempt"),
+    ),
+    scope="webhookId",
+    cursor="attemptedAt",
+)
+"""The ``webhook_attempts`` table: every delivery attempt of every webhook (no timestamps but
+``attemptedAt``, ``docs/exa-api.md`` §4.4)."""
+
+EVENTS = TableSpec(
+    settings.EVENTS_TABLE,
+    "event",
+    (
+        _id("Event id: `event_` + a ULID.", "event_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        _text("Object type, always `event`.", "event", "object"),
+        _text("Event type, e.g. `monitor.run.completed`.", "webset.item.created", "type"),
+        _text(
+            "Id of the object the event is about (`data.id`).",
+            "witem_01k9x2y3z4a5b6c7d8e9f0g1h2",
+            "subject_id",
+            paths=(("data", "id"),),
+            derived=True,
+        ),
+        _text(
+            "Its type (`data.object`): webset, webset_item, monitor_run…",
+            "webset_item",
+            "subject_object",
+            paths=(("data", "object"),),
+            derived=True,
+        ),
+        _text(
+            "The webset it belongs to, where it has one (`data.websetId`).",
+            "webset_01k9x2y3z4a5b6c7d8e9f0g1h2",
+            "webset_id",
+            paths=(("data", "websetId"),),
+            derived=True,
+        ),
+        _json(
+            "The object as it was when the event happened (JSON), as the API gives it.",
+            '{"id": "witem_…", "object": "webset_item", …}',
+            "data",
+        ),
+        _ts(
+            "When it happened. Events never change: this is also the version the scan compares.",
+            "2026-12-05 09:04:10.000+00",
+            "createdAt",
+            False,
+        ),
+        *_trailer("event"),
+    ),
+    cursor="createdAt",
+)
+"""The ``events`` table: the event log, kept after the API's 60 days (append-only)."""
+
 #: Every table, by name, in load order.
-TABLES: dict[str, TableSpec] = {t.name: t for t in (IMPORTS, WEBSETS, SEARCHES, ENRICHMENTS, ITEMS)}
+TABLES: dict[str, TableSpec] = {
+    t.name: t
+    for t in (
+        IMPORTS,
+        WEBSETS,
+        SEARCHES,
+        ENRICHMENTS,
+        ITEMS,
+        MONITORS,
+        MONITOR_RUNS,
+        WEBHOOKS,
+        WEBHOOK_ATTEMPTS,
+        EVENTS,
+    )
+}

@@ -19,6 +19,10 @@ IMPORTS_PATH: Final = "/websets/v0/imports"
 WEBSETS_PATH: Final = "/websets/v0/websets"
 #: The event feed, the only list with a time filter (``createdAfter``, inclusive; §4.2).
 EVENTS_PATH: Final = "/websets/v0/events"
+#: Monitors (scheduled searches); a monitor's runs are at ``{MONITORS_PATH}/{id}/runs``.
+MONITORS_PATH: Final = "/websets/v0/monitors"
+#: Webhooks; a webhook's delivery attempts are at ``{WEBHOOKS_PATH}/{id}/attempts``.
+WEBHOOKS_PATH: Final = "/websets/v0/webhooks"
 #: Header that carries the API key (``docs/exa-api.md`` §1). The SDKs never send anything else.
 API_KEY_HEADER: Final = "x-api-key"
 
@@ -34,6 +38,11 @@ DEFAULT_PAGE_SIZE: Final = MAX_PAGE_SIZE
 WEBSETS_PAGE_SIZE: Final = 100
 ITEMS_PAGE_SIZE: Final = 100
 EVENTS_PAGE_SIZE: Final = 200
+#: Monitors, webhooks and webhook attempts take 1-200 (§4.1). A monitor's runs document no
+#: query parameter at all (the reply pages anyway): the connector sends only the cursor.
+MONITORS_PAGE_SIZE: Final = 200
+WEBHOOKS_PAGE_SIZE: Final = 200
+ATTEMPTS_PAGE_SIZE: Final = 200
 
 #: The event types that say an item changed (§4.2). Nothing announces an item's deletion, nor
 #: the pending results an enrichment added to every item: see ``ITEMS_RECONCILE_DAYS``.
@@ -46,6 +55,10 @@ EVENT_RETENTION_MARGIN_DAYS: Final = 1
 #: stamped by many servers, and one stamped a little earlier may be listed a little later.
 #: Events whose item is already in the table at that version cost nothing.
 EVENT_OVERLAP_SECONDS: Final = 600.0
+#: A webhook's attempts are listed newest first with no time filter: each run reads them back
+#: until a page reaches this long before the newest attempt the table holds for that webhook.
+#: Attempts re-read in the overlap are already stored and are not written again.
+ATTEMPT_OVERLAP_SECONDS: Final = 600.0
 #: A webset's items are scanned whole (which also finds deleted items: the API announces no
 #: item deletion) at least this often; between, only websets with item events are re-read.
 #: 0 scans every webset whole on every run.
@@ -69,8 +82,24 @@ WEBSETS_TABLE: Final = "websets"
 SEARCHES_TABLE: Final = "webset_searches"
 ENRICHMENTS_TABLE: Final = "webset_enrichments"
 ITEMS_TABLE: Final = "webset_items"
+MONITORS_TABLE: Final = "monitors"
+MONITOR_RUNS_TABLE: Final = "monitor_runs"
+WEBHOOKS_TABLE: Final = "webhooks"
+WEBHOOK_ATTEMPTS_TABLE: Final = "webhook_attempts"
+EVENTS_TABLE: Final = "events"
 #: Every resource of the source, in the order they run; the default selection.
-RESOURCES: Final = (IMPORTS_TABLE, WEBSETS_TABLE, SEARCHES_TABLE, ENRICHMENTS_TABLE, ITEMS_TABLE)
+RESOURCES: Final = (
+    IMPORTS_TABLE,
+    WEBSETS_TABLE,
+    SEARCHES_TABLE,
+    ENRICHMENTS_TABLE,
+    ITEMS_TABLE,
+    MONITORS_TABLE,
+    MONITOR_RUNS_TABLE,
+    WEBHOOKS_TABLE,
+    WEBHOOK_ATTEMPTS_TABLE,
+    EVENTS_TABLE,
+)
 
 #: Column stamped when an import disappears from the API (soft-delete policy); null while live.
 DELETED_AT_COLUMN: Final = "_exa_deleted_at"

@@ -16,14 +16,17 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any, Protocol
 
 import dlt
+import numpy as np
+import pyarrow as pa
 from dlt.extract.resource import DltResource
 
 from exa_source import settings
-from exa_source.client import ExaRESTClient
+from exa_source.client import ExaRESTClient, SharedList
 from exa_source.config import (
     DeletionPolicy,
     parse_timestamp,
@@ -34,8 +37,20 @@ from exa_source.config import (
     validate_policy,
     validate_reconcile_days,
 )
-from exa_source.items import ItemsPlan, WebsetList, server_now
-from exa_source.schema import ENRICHMENTS, IMPORTS, ITEMS, SEARCHES, WEBSETS, TableSpec
+from exa_source.items import ItemsPlan, server_now
+from exa_source.schema import (
+    ENRICHMENTS,
+    EVENTS,
+    IMPORTS,
+    ITEMS,
+    MONITOR_RUNS,
+    MONITORS,
+    SEARCHES,
+    WEBHOOK_ATTEMPTS,
+    WEBHOOKS,
+    WEBSETS,
+    TableSpec,
+)
 from exa_source.sync import (
     Record,
     Scan,
@@ -95,6 +110,10 @@ class _Feed(Protocol):
 
     client: ExaRESTClient
 
+    def bind(self, state: dict[str, Any]) -> None:
+        """Give the feed the resource state (before :meth:`pages`)."""
+        ...
+
     def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
         """The rows to compare with ``record``, a page (or any batch) at a time."""
         ...
@@ -113,6 +132,10 @@ class _ListFeed:
 
     def __init__(self, client: ExaRESTClient, path: str, page_size: int) -> None:
         self.client, self.path, self.page_size = client, path, page_size
+        self.state: dict[str, Any] = {}
+
+    def bind(self, state: dict[str, Any]) -> None:
+        self.state = state
 
     def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
         return self.client.pages(self.path, self.page_size)
@@ -125,15 +148,15 @@ class _ListFeed:
 
 
 class _WebsetsFeed(_ListFeed):
-    """The websets, or the searches or enrichments embedded in them (``embedded``).
+    """A shared listing (websets, monitors, webhooks), or what is embedded in each (``embedded``).
 
     Searches and enrichments have no list endpoint (``docs/exa-api.md`` §4.1): a complete
     websets listing holds every one of them, so the ones absent from it were deleted (with
     their webset, or on their own).
     """
 
-    def __init__(self, client: ExaRESTClient, websets: WebsetList, embedded: str | None) -> None:
-        super().__init__(client, settings.WEBSETS_PATH, settings.WEBSETS_PAGE_SIZE)
+    def __init__(self, client: ExaRESTClient, websets: SharedList, embedded: str | None) -> None:
+        super().__init__(client, websets.path, websets.page_size)
         self.websets, self.embedded = websets, embedded
 
     def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
@@ -156,7 +179,7 @@ class _ItemsFeed(_ListFeed):
     def __init__(
         self,
         client: ExaRESTClient,
-        websets: WebsetList,
+        websets: SharedList,
         concurrency: int,
         reconcile_days: float,
         policy: DeletionPolicy,
@@ -165,11 +188,6 @@ class _ItemsFeed(_ListFeed):
         self.websets, self.concurrency = websets, concurrency
         self.reconcile_days, self.policy = reconcile_days, policy
         self.plan: ItemsPlan | None = None
-        self.state: dict[str, Any] = {}
-
-    def bind(self, state: dict[str, Any]) -> None:
-        """Give the feed the resource state it plans from."""
-        self.state = state
 
     def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
         websets = self.websets.get(self.client, load_id)
@@ -194,6 +212,183 @@ class _ItemsFeed(_ListFeed):
         state.update(self.plan.state(scan.listed.result(), kept))
         state["last_scan"]["websets_read"] = len(self.plan.complete)
         state["last_scan"]["events_read"] = self.plan.events_read
+
+
+class _ChildFeed(_ListFeed):
+    """The list under each object of a shared listing: a monitor's runs, a webhook's attempts.
+
+    One cursor chain per parent, ``concurrency`` at a time. Rows of parents gone from the
+    listing are taken for deleted (the API deletes them with their parent).
+
+    With ``overlap`` (webhook attempts: immutable, listed newest first, no time filter), a
+    parent's chain is read back only until a page reaches ``overlap`` seconds before the newest
+    row the table holds for that parent: the table is the mark, so a restored or emptied table
+    is simply read back further. A chain read to its end that way was read whole, and its
+    deletions are found; one stopped early finds none.
+    """
+
+    def __init__(
+        self,
+        client: ExaRESTClient,
+        parents: SharedList,
+        child: str,
+        page_size: int | None,
+        concurrency: int,
+        spec: TableSpec,
+        overlap: float | None = None,
+    ) -> None:
+        super().__init__(client, parents.path, page_size or 0)
+        self.parents, self.child, self.size = parents, child, page_size
+        self.concurrency, self.spec, self.overlap = concurrency, spec, overlap
+        self.whole: set[str] = set()
+        self.stopped: set[str] = set()
+        self.gone: set[str] = set()
+
+    def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
+        live = {
+            str(p["id"])
+            for p in self.parents.get(self.client, load_id)
+            if isinstance(p, dict) and "id" in p
+        }
+        self.gone = set(record.scope_names) - live
+        paths = {pid: f"{self.parents.path}/{pid}/{self.child}" for pid in sorted(live)}
+        until = None
+        if self.overlap is not None:
+            newest = record.newest_per_scope()
+            margin = int(self.overlap * 1_000_000)
+            floors = {pid: top - margin for pid, top in newest.items()}
+            until = partial(self._caught_up, floors)
+        for key, page in self.client.chains(paths, self.size, self.concurrency, until):
+            if isinstance(page, list):
+                yield page
+            elif page is None:
+                if key not in self.stopped:
+                    self.whole.add(key)
+            else:
+                logger.warning(
+                    "%s: %s %s was deleted while its list was read",
+                    self.spec.name,
+                    self.parents.path.rsplit("/", 1)[-1].rstrip("s"),
+                    key,
+                )
+
+    def _caught_up(self, floors: dict[str, int], key: str, page: list[dict[str, Any]]) -> bool:
+        """Whether a newest-first page reached what the table holds (the chain can stop).
+
+        A page whose cursor values do not descend (an order the API does not document)
+        never stops the chain: reading on costs requests, stopping could lose rows.
+        """
+        floor = floors.get(key)
+        if floor is None or not page:
+            return False
+        try:
+            _, stamps = self.spec.keys(page)
+        except Exception:  # an unusable row is reported by the scan itself
+            return False
+        micros = np.asarray(stamps.cast(pa.int64()).to_numpy(zero_copy_only=False))
+        if len(micros) > 1 and bool((np.diff(micros) > 0).any()):
+            return False
+        if int(micros[-1]) < floor:
+            self.stopped.add(key)
+            return True
+        return False
+
+    def complete(self) -> set[str] | None:
+        return self.whole | self.gone
+
+
+class _EventsFeed(_ListFeed):
+    """The event log: append-only, read from the newest stored event on (``createdAfter``).
+
+    ``createdAfter`` is inclusive and the read starts ``EVENT_OVERLAP_SECONDS`` before the
+    newest ``created_at`` in the table (the table is the mark: nothing local decides what is
+    read); events listed again are already stored at that version and are not written twice.
+    Events leave the API after 60 days and never leave the table. When the table's newest
+    event (or, if the table still holds everything, the last complete read) is older than
+    that, the events between could not be read: the run warns, naming the gap.
+    """
+
+    def __init__(self, client: ExaRESTClient) -> None:
+        super().__init__(client, settings.EVENTS_PATH, settings.EVENTS_PAGE_SIZE)
+        self.gap: tuple[str, str] | None = None
+        self.newest: int | None = None
+
+    def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
+        self.newest = newest = record.newest()
+        params: dict[str, Any] = {}
+        if newest is not None:
+            start = newest - int(settings.EVENT_OVERLAP_SECONDS * 1_000_000)
+            params["createdAfter"] = _iso_micros(start)
+        first = True
+        for page in self.client.pages(self.path, self.page_size, params):
+            if first:
+                first = False
+                self._check_gap(newest)
+            yield [_without_secret(event) for event in page]
+        if first:
+            self._check_gap(newest)
+
+    def _check_gap(self, newest: int | None) -> None:
+        """Warn when events the API no longer keeps may be missing from the table."""
+        now = server_now(self.client.stats.server_date)
+        floor = now - timedelta(days=settings.EVENT_RETENTION_DAYS)
+        last = self.state.get("events") or {}
+        read_to, loaded = last.get("read_to"), last.get("newest")
+        # the table still holds what the last complete read loaded: it is complete up to then
+        consistent = loaded is not None and newest is not None and newest >= loaded
+        since: datetime | None = None
+        if consistent and read_to:
+            since = datetime.fromisoformat(read_to)
+        elif newest is not None:
+            since = _EPOCH + timedelta(microseconds=newest)
+        elif loaded is not None:  # the table was emptied after events were loaded
+            since = _EPOCH
+        if since is None or since >= floor:
+            return
+        self.gap = (since.isoformat(timespec="seconds"), floor.isoformat(timespec="seconds"))
+        logger.warning(
+            "%s: events created between %s and %s may be missing from the table: the API keeps"
+            " events %d days and the last complete read was before that. Run more often than"
+            " every %d days to avoid gaps.",
+            EVENTS.name,
+            self.gap[0],
+            self.gap[1],
+            settings.EVENT_RETENTION_DAYS,
+            settings.EVENT_RETENTION_DAYS,
+        )
+
+    def complete(self) -> set[str] | None:
+        return set()  # append-only: an event gone from the API is kept
+
+    def save(self, state: dict[str, Any], scan: Scan) -> None:
+        top = scan.counters.max_updated_at
+        newest = max((v for v in (top, self.newest) if v is not None), default=None)
+        read_to = server_now(self.client.stats.server_date)
+        state["events"] = {
+            "read_to": read_to.isoformat(timespec="microseconds"),
+            "newest": newest,
+        }
+        state["last_scan"]["gap"] = None if self.gap is None else list(self.gap)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _iso_micros(micros: int) -> str:
+    """An instant in µs since the epoch as ISO-8601 UTC with a ``Z``."""
+    return (
+        (_EPOCH + timedelta(microseconds=micros))
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def _without_secret(event: dict[str, Any]) -> dict[str, Any]:
+    """The event, without a webhook ``secret`` if its ``data`` carries one (never stored)."""
+    data = event.get("data")
+    if isinstance(data, dict) and "secret" in data:
+        return {**event, "data": {k: v for k, v in data.items() if k != "secret"}}
+    return event
 
 
 def _scan(
@@ -222,8 +417,7 @@ def _scan(
         state.pop(key, None)
     if resource is not None and resource.incremental is None:
         state.pop("incremental", None)  # the high-water mark of versions before 0.2
-    if isinstance(feed, _ItemsFeed):
-        feed.bind(state)
+    feed.bind(state)
     emptied = emptied_by_this_load(plan)
     if plan.mode == "snapshot" or emptied:
         record = Record.empty()
@@ -293,7 +487,8 @@ def exa_websets_source(
     """Exa Websets: every resource merged on ``id``, written only where it changed.
 
     Resources (``with_resources(...)`` selects; default all): ``imports``, ``websets``,
-    ``webset_searches``, ``webset_enrichments``, ``webset_items``.
+    ``webset_searches``, ``webset_enrichments``, ``webset_items``, ``monitors``,
+    ``monitor_runs``, ``webhooks``, ``webhook_attempts``, ``events``.
 
     Args:
         api_key: Exa API key: ``SOURCES__EXA__API_KEY``, ``[sources.exa] api_key`` in
@@ -310,7 +505,8 @@ def exa_websets_source(
             API that answers ``hasMore: true`` with a fresh cursor forever would otherwise
             never end. Counted per list (per webset for items).
         max_seconds: the same bound in wall-clock seconds.
-        concurrency: websets whose items are read at once, 1-32.
+        concurrency: websets whose items (monitors whose runs, webhooks whose attempts) are
+            read at once, 1-32.
         items_reconcile_days: every webset's items are read whole at least this often, in
             days (0: on every run); this is when items deleted in Exa are found.
 
@@ -331,13 +527,36 @@ def exa_websets_source(
     def client() -> ExaRESTClient:  # one per resource: its own request counters
         return ExaRESTClient(base_url, key, max_pages=max_pages, max_seconds=max_seconds)
 
-    websets = WebsetList()
+    websets = SharedList(settings.WEBSETS_PATH, settings.WEBSETS_PAGE_SIZE)
+    monitors = SharedList(settings.MONITORS_PATH, settings.MONITORS_PAGE_SIZE)
+    webhooks = SharedList(settings.WEBHOOKS_PATH, settings.WEBHOOKS_PAGE_SIZE)
     feeds: list[tuple[TableSpec, _Feed, datetime | None]] = [
         (IMPORTS, _ListFeed(client(), settings.IMPORTS_PATH, page_size), since),
         (WEBSETS, _WebsetsFeed(client(), websets, None), None),
         (SEARCHES, _WebsetsFeed(client(), websets, "searches"), None),
         (ENRICHMENTS, _WebsetsFeed(client(), websets, "enrichments"), None),
         (ITEMS, _ItemsFeed(client(), websets, concurrency, reconcile_days, policy), None),
+        (MONITORS, _WebsetsFeed(client(), monitors, None), None),
+        (
+            MONITOR_RUNS,
+            _ChildFeed(client(), monitors, "runs", None, concurrency, MONITOR_RUNS),
+            None,
+        ),
+        (WEBHOOKS, _WebsetsFeed(client(), webhooks, None), None),
+        (
+            WEBHOOK_ATTEMPTS,
+            _ChildFeed(
+                client(),
+                webhooks,
+                "attempts",
+                settings.ATTEMPTS_PAGE_SIZE,
+                concurrency,
+                WEBHOOK_ATTEMPTS,
+                overlap=settings.ATTEMPT_OVERLAP_SECONDS,
+            ),
+            None,
+        ),
+        (EVENTS, _EventsFeed(client()), None),
     ]
     return [
         dlt.resource(

@@ -426,9 +426,28 @@ class Record:
         mixed = _mix(self.hashes[np.argsort(self.order)][live], self.updated[live])
         return _fingerprints(codes, mixed, self.scope_names)
 
+    def newest(self) -> int | None:
+        """The highest stored version (the cursor column) in µs; None if the table is empty."""
+        return int(self.updated.max()) if len(self.updated) else None
+
+    def newest_per_scope(self) -> dict[str, int]:
+        """Per scope, the highest stored version in µs (e.g. each webhook's newest attempt)."""
+        if self.scope is None or not len(self.updated):
+            return {}
+        low = np.iinfo(np.int64).min
+        top = np.full(len(self.scope_names), low, dtype=np.int64)
+        np.maximum.at(top, self.scope, self.updated)
+        return {name: int(v) for name, v in zip(self.scope_names, top, strict=True) if v != low}
+
     def settle(self, complete: set[str]) -> None:
-        """Count as listed every row whose scope was not scanned whole (no deletion for them)."""
+        """Count as listed every row whose scope was not scanned whole (no deletion for them).
+
+        A table without a scope is either listed whole (``complete`` holds anything) or,
+        when ``complete`` is empty, never (an append-only table: no deletion at all).
+        """
         if self.scope is None:
+            if not complete:
+                self.seen[:] = True
             return
         wanted = np.array([name in complete for name in self.scope_names], dtype=bool)
         if not len(wanted):
@@ -459,11 +478,16 @@ def _record_sql(
     columns: list[str],
     latest_per_id: bool,
     scope: str | None = None,
+    cursor: str = "updated_at",
 ) -> str:
-    """``select id, updated (µs or timestamp), deleted (0/1)[, scope]`` for the record."""
+    """``select id, updated (µs or timestamp), deleted (0/1)[, scope]`` for the record.
+
+    ``cursor`` is the stored column that versions a row (``updated_at``, or ``created_at`` /
+    ``attempted_at`` for objects that never change).
+    """
     quote = client.escape_column_name
     scoped = "" if scope is None else f", {quote(scope)}"
-    updated = quote("updated_at")
+    updated = quote(cursor)
     if engine == "duckdb":
         micros = f"epoch_us({updated})"
     elif engine == "postgres":  # exact on every version (extract is a float before 14)
@@ -615,11 +639,12 @@ def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
         except DatabaseUndefinedRelation:
             return Record.empty("missing")
         scope = plan.spec.scope_column
-        missing = [c for c in ("id", "updated_at", scope) if c is not None and c not in columns]
+        cursor = plan.spec.cursor_column
+        missing = [c for c in ("id", cursor, scope) if c is not None and c not in columns]
         if missing:
             raise ExaDestinationError(
                 f"table {plan.table!r} has no column {', '.join(missing)}; exa-source compares"
-                " each scan with the stored id and updated_at (was the table made by another"
+                f" each scan with the stored id and {cursor} (was the table made by another"
                 " tool, or were the columns renamed by add_map?)"
             )
         chunks = {"duckdb": _chunks_duckdb, "postgres": _chunks_postgres}.get(
@@ -627,7 +652,7 @@ def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
         )
         latest = plan.latest_per_id
         while True:
-            sql = _record_sql(client, engine, qualified, columns, latest, scope)
+            sql = _record_sql(client, engine, qualified, columns, latest, scope, cursor)
             rows = _read(client, sql, chunks)
             if engine == "duckdb":
                 _evict_duckdb_cache(client)
@@ -836,10 +861,11 @@ def stored_rows(
                 names = [str(d[0]) for d in cursor.description]
                 rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
             latest: dict[str, dict[str, Any]] = {}
+            version = spec.cursor_column
             for row in rows:  # a change log may hold several rows per id: keep the newest
-                key = (row.get(_DLT_LOAD_ID) or "", row.get("updated_at"))
+                key = (row.get(_DLT_LOAD_ID) or "", row.get(version))
                 kept = latest.get(row["id"])
-                if kept is None or key > (kept.get(_DLT_LOAD_ID) or "", kept.get("updated_at")):
+                if kept is None or key > (kept.get(_DLT_LOAD_ID) or "", kept.get(version)):
                     latest[row["id"]] = row
             yield [spec.to_api(r, naming) for r in latest.values()]
 
@@ -953,12 +979,12 @@ class Scan:
             logger.warning(
                 "%s: a %s is listed twice in one scan; deduplicating", self.plan.table, spec.noun
             )
-            newest_first = {"name": settings.CURSOR_FIELD, "dedup_sort": "desc"}
+            newest_first = {"name": spec.cursor, "dedup_sort": "desc"}
             return dlt.mark.with_hints(
                 table,
                 dlt.mark.make_hints(
                     write_disposition=self.plan.hint if self.hinted else None,
-                    columns={settings.CURSOR_FIELD: newest_first},  # type: ignore[dict-item]
+                    columns={spec.cursor: newest_first},  # type: ignore[dict-item]
                     additional_table_hints={DEDUPLICATED_HINT: False},
                 ),
             )
@@ -1048,7 +1074,8 @@ class Scan:
             )
             table = table.set_column(index, pa.field(_DLT_LOAD_ID, load_ids.type), load_ids)
         if self.plan.row_version:
-            micros = pc.cast(pc.cast(table.column(settings.CURSOR_FIELD), pa.int64()), pa.string())
+            cursor = self.plan.spec.cursor
+            micros = pc.cast(pc.cast(table.column(cursor), pa.int64()), pa.string())
             version = pc.binary_join_element_wise(table.column("id"), micros, "|")
             table = table.append_column(pa.field(_DLT_ID, pa.string(), nullable=False), version)
         return table

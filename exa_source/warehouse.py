@@ -18,7 +18,7 @@ One place for each thing:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -235,6 +235,117 @@ cross join lateral jsonb_array_elements(case when jsonb_typeof(i."evaluations") 
 where i."_exa_deleted_at" is null
 """
 )
+
+#: Per live monitor and UTC day of its runs' creation: runs by status, plus the monitor's last
+#: failure (the same on each of its rows). A monitor without runs has one row, day null.
+MONITOR_HEALTH_VIEW = "monitor_run_health"
+#: Per live webhook: delivery attempts, failures, failure rate, last failure, status codes.
+WEBHOOK_HEALTH_VIEW = "webhook_delivery_health"
+
+MONITOR_HEALTH_SQL = """
+create or replace view {monitor_health} as
+with runs as (
+    select "id", "monitor_id", "status", "failed_at", "failed_reason", "updated_at",
+           cast("created_at" at time zone 'UTC' as date) as day
+    from {runs}
+    where "_exa_deleted_at" is null
+),
+daily as (
+    select "monitor_id", day,
+           count(*) as runs,
+           count(*) filter (where "status" = 'created') as created,
+           count(*) filter (where "status" = 'running') as running,
+           count(*) filter (where "status" = 'completed') as completed,
+           count(*) filter (where "status" = 'canceled') as canceled,
+           count(*) filter (where "status" = 'failed') as failed
+    from runs
+    group by "monitor_id", day
+),
+failures as (
+    select "monitor_id", coalesce("failed_at", "updated_at") as failed_at, "failed_reason",
+           row_number() over (
+               partition by "monitor_id"
+               order by coalesce("failed_at", "updated_at") desc, "id" desc
+           ) as exa_rank
+    from runs
+    where "status" = 'failed'
+)
+select cast(m."id" as text) as monitor_id,
+       cast(m."webset_id" as text) as webset_id,
+       cast(m."status" as text) as monitor_status,
+       cast(m."cadence__cron" as text) as cadence_cron,
+       d.day,
+       cast(coalesce(d.runs, 0) as bigint) as runs,
+       cast(coalesce(d.created, 0) as bigint) as created,
+       cast(coalesce(d.running, 0) as bigint) as running,
+       cast(coalesce(d.completed, 0) as bigint) as completed,
+       cast(coalesce(d.canceled, 0) as bigint) as canceled,
+       cast(coalesce(d.failed, 0) as bigint) as failed,
+       cast(f.failed_at as timestamp with time zone) as last_failed_at,
+       cast(f."failed_reason" as text) as last_failed_reason
+from {monitors} as m
+left join daily as d on d."monitor_id" = m."id"
+left join failures as f on f."monitor_id" = m."id" and f.exa_rank = 1
+where m."_exa_deleted_at" is null
+"""
+
+WEBHOOK_HEALTH_SQL = """
+create or replace view {webhook_health} as
+with attempts as (
+    select "id", "webhook_id", "successful", "response_status_code", "response_body",
+           "attempted_at"
+    from {attempts}
+    where "_exa_deleted_at" is null
+),
+totals as (
+    select "webhook_id",
+           count(*) as attempts,
+           count(*) filter (where not "successful") as failed,
+           max("attempted_at") as last_attempt_at,
+           max(case when "successful" then "attempted_at" end) as last_success_at
+    from attempts
+    group by "webhook_id"
+),
+codes as (
+    select "webhook_id",
+           string_agg(
+               coalesce(cast(code as text), 'none') || ': ' || cast(n as text), ', '
+               order by code nulls last
+           ) as status_codes
+    from (
+        select "webhook_id", "response_status_code" as code, count(*) as n
+        from attempts
+        group by "webhook_id", "response_status_code"
+    ) as per_code
+    group by "webhook_id"
+),
+failures as (
+    select "webhook_id", "attempted_at", "response_status_code", "response_body",
+           row_number() over (
+               partition by "webhook_id" order by "attempted_at" desc, "id" desc
+           ) as exa_rank
+    from attempts
+    where not "successful"
+)
+select cast(w."id" as text) as webhook_id,
+       cast(w."url" as text) as url,
+       cast(w."status" as text) as webhook_status,
+       cast(coalesce(t.attempts, 0) as bigint) as attempts,
+       cast(coalesce(t.failed, 0) as bigint) as failed,
+       cast(t.failed as double precision) / nullif(t.attempts, 0) as failure_rate,
+       cast(t.last_attempt_at as timestamp with time zone) as last_attempt_at,
+       cast(t.last_success_at as timestamp with time zone) as last_success_at,
+       cast(f."attempted_at" as timestamp with time zone) as last_failure_at,
+       cast(f."response_status_code" as bigint) as last_failure_status_code,
+       cast(substr(f."response_body", 1, 200) as text) as last_failure_body,
+       cast(c.status_codes as text) as status_codes
+from {webhooks} as w
+left join totals as t on t."webhook_id" = w."id"
+left join codes as c on c."webhook_id" = w."id"
+left join failures as f on f."webhook_id" = w."id" and f.exa_rank = 1
+where w."_exa_deleted_at" is null
+"""
+
 _TZ = "timestamp with time zone"
 #: PostgreSQL: the item views read each table through a SQL function, like ``imports_current``
 #: (see :data:`CURRENT_FUNCTION`): a view that reads a table directly would make PostgreSQL
@@ -273,6 +384,117 @@ ITEM_VIEWS: dict[str, tuple[str, str]] = {
     ITEM_EVALUATIONS_VIEW: (ITEM_EVALUATIONS_DUCKDB, ITEM_EVALUATIONS_POSTGRES),
 }
 
+_BOOL = "boolean"
+
+#: The health views' tables, read through functions on PostgreSQL like the item views.
+HEALTH_FUNCTIONS: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
+    "monitors": (
+        "_exa_monitors",
+        settings.MONITORS_TABLE,
+        (
+            *((c, "text") for c in ("id", "webset_id", "status", "cadence__cron")),
+            (settings.DELETED_AT_COLUMN, _TZ),
+        ),
+    ),
+    "runs": (
+        "_exa_monitor_runs",
+        settings.MONITOR_RUNS_TABLE,
+        (
+            *((c, "text") for c in ("id", "monitor_id", "status", "failed_reason")),
+            *((c, _TZ) for c in ("failed_at", "created_at", "updated_at")),
+            (settings.DELETED_AT_COLUMN, _TZ),
+        ),
+    ),
+    "webhooks": (
+        "_exa_webhooks",
+        settings.WEBHOOKS_TABLE,
+        (
+            *((c, "text") for c in ("id", "url", "status")),
+            (settings.DELETED_AT_COLUMN, _TZ),
+        ),
+    ),
+    "attempts": (
+        "_exa_webhook_attempts",
+        settings.WEBHOOK_ATTEMPTS_TABLE,
+        (
+            ("id", "text"),
+            ("webhook_id", "text"),
+            ("successful", _BOOL),
+            ("response_status_code", "bigint"),
+            ("response_body", "text"),
+            ("attempted_at", _TZ),
+            (settings.DELETED_AT_COLUMN, _TZ),
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ViewGroup:
+    """Views over some tables, made once their main table has data.
+
+    Attributes:
+        table: the main table: no views until it has received data.
+        functions: placeholder -> (PostgreSQL function, table, its columns and types). On
+            PostgreSQL the views read each table through its function, so that dropping a
+            table is never refused because of a view; a table other than the main one that
+            does not exist yet stands in as no rows.
+        views: view name -> (DuckDB SQL, PostgreSQL SQL), in creation order.
+        meanings: one line per view for the data dictionary.
+        columns: the views' columns for the data dictionary.
+    """
+
+    table: str
+    functions: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]]
+    views: dict[str, tuple[str, str]]
+    meanings: dict[str, str]
+    columns: dict[str, tuple[ViewColumn, ...]]
+
+    def statements(self, qualify: Any, postgres: bool, present: set[str]) -> list[str]:
+        """The ``create or replace`` statements of the group's views, for one engine.
+
+        Args:
+            qualify: ``name -> qualified name``.
+            postgres: PostgreSQL SQL instead of DuckDB's.
+            present: the tables that exist (see :attr:`functions`).
+        """
+        names = {view_placeholder(v): qualify(v) for v in self.views}
+        statements: list[str] = []
+        for placeholder, (function, table, columns) in self.functions.items():
+            if table not in present and table != self.table:
+                names[placeholder] = _no_rows(columns)
+            elif postgres:
+                signature = ", ".join(f'"{c}" {kind}' for c, kind in columns)
+                selected = ", ".join(f'"{c}"' for c, _ in columns)
+                statements.append(
+                    f"create or replace function {qualify(function)}() returns"
+                    f" table({signature}) language sql stable as $exa_source$ select {selected}"
+                    f" from {qualify(table)} $exa_source$"
+                )
+                names[placeholder] = f"{qualify(function)}()"
+            else:
+                names[placeholder] = qualify(table)
+        return statements + [sql[postgres].format(**names).strip() for sql in self.views.values()]
+
+
+def view_placeholder(view: str) -> str:
+    """The placeholder of a view's own name in its SQL (``webset_items_current`` -> ...)."""
+    return {
+        ITEMS_CURRENT_VIEW: "items_current",
+        ITEM_ENRICHMENTS_VIEW: "item_enrichments",
+        ITEM_EVALUATIONS_VIEW: "item_evaluations",
+        MONITOR_HEALTH_VIEW: "monitor_health",
+        WEBHOOK_HEALTH_VIEW: "webhook_health",
+    }[view]
+
+
+def _no_rows(columns: Sequence[tuple[str, str]]) -> str:
+    """A subquery with a table's columns and no row (a table that does not exist yet)."""
+    selected = ", ".join(f'cast(null as {kind}) as "{name}"' for name, kind in columns)
+    return f"(select {selected} where 1 = 0)"
+
+
+#: View name -> SQL, in creation order (later views read earlier ones).
 #: View name -> SQL, in creation order (later views read earlier ones).
 VIEWS: dict[str, str] = {CURRENT_VIEW: CURRENT_SQL, STATUS_VIEW: STATUS_SQL, DAILY_VIEW: DAILY_SQL}
 
@@ -382,6 +604,98 @@ VIEW_MEANINGS: dict[str, str] = {
 }
 
 
+_MONITOR_ID = ViewColumn("monitor_id", "text", "Monitor id.", "monitor_01k9x2y3z4a5b6c7d8e9f0g1h2")
+_WEBHOOK_ID = ViewColumn("webhook_id", "text", "Webhook id.", "webhook_01k9x2y3z4a5b6c7d8e9f0g1h2")
+
+#: Declared columns of the health views.
+HEALTH_VIEW_COLUMNS: dict[str, tuple[ViewColumn, ...]] = {
+    MONITOR_HEALTH_VIEW: (
+        _MONITOR_ID,
+        ViewColumn("webset_id", "text", "Its webset.", "webset_01k9x2y3z4a5b6c7d8e9f0g1h2"),
+        ViewColumn("monitor_status", "text", "enabled or disabled.", "enabled"),
+        ViewColumn("cadence_cron", "text", "Its cron expression.", "0 9 * * *"),
+        ViewColumn(
+            "day", "date", "UTC day the runs were created; null for a monitor with none.", ""
+        ),
+        ViewColumn("runs", "bigint", "Runs created that day.", "1"),
+        *(
+            ViewColumn(status, "bigint", f"Of those, runs now `{status}`.", "0")
+            for status in ("created", "running", "completed", "canceled", "failed")
+        ),
+        ViewColumn(
+            "last_failed_at",
+            _TZ,
+            "The monitor's latest failed run (`failed_at`); the same on each of its rows.",
+            "2026-12-04 09:01:00+00",
+        ),
+        ViewColumn("last_failed_reason", "text", "Why that run failed.", "Search failed: timeout"),
+    ),
+    WEBHOOK_HEALTH_VIEW: (
+        _WEBHOOK_ID,
+        ViewColumn("url", "text", "Where it posts.", "https://hooks.example.com/exa"),
+        ViewColumn("webhook_status", "text", "active or inactive.", "active"),
+        ViewColumn("attempts", "bigint", "Delivery attempts loaded.", "240"),
+        ViewColumn("failed", "bigint", "Of those, unsuccessful.", "12"),
+        ViewColumn(
+            "failure_rate",
+            "double precision",
+            "failed / attempts (0-1); null without attempts.",
+            "0.05",
+        ),
+        ViewColumn("last_attempt_at", _TZ, "Latest attempt.", "2026-12-05 09:04:11+00"),
+        ViewColumn("last_success_at", _TZ, "Latest successful attempt.", "2026-12-05 09:04:11+00"),
+        ViewColumn("last_failure_at", _TZ, "Latest failed attempt.", "2026-12-04 18:00:02+00"),
+        ViewColumn("last_failure_status_code", "bigint", "Its HTTP status code.", "503"),
+        ViewColumn(
+            "last_failure_body", "text", "Its reply body (first 200 characters).", "timeout"
+        ),
+        ViewColumn(
+            "status_codes",
+            "text",
+            "Attempts per receiver status code, lowest code first.",
+            "200: 228, 503: 12",
+        ),
+    ),
+}
+
+#: The view groups, each made once its main table has data.
+ITEM_GROUP = ViewGroup(
+    settings.ITEMS_TABLE, ITEM_FUNCTIONS, ITEM_VIEWS, ITEM_VIEW_MEANINGS, ITEM_VIEW_COLUMNS
+)
+
+
+def _health_group(
+    table: str, tables: tuple[str, str], view: str, sql: str, meaning: str
+) -> ViewGroup:
+    """A group of one health view over a table and its children (same SQL on every engine)."""
+    return ViewGroup(
+        table,
+        {k: HEALTH_FUNCTIONS[k] for k in tables},
+        {view: (sql, sql)},
+        {view: meaning},
+        {view: HEALTH_VIEW_COLUMNS[view]},
+    )
+
+
+MONITOR_GROUP = _health_group(
+    settings.MONITORS_TABLE,
+    ("monitors", "runs"),
+    MONITOR_HEALTH_VIEW,
+    MONITOR_HEALTH_SQL,
+    "Per live monitor and UTC day: its runs by current status, and the monitor's last failure"
+    " and its reason. Alert on `failed > 0` for today.",
+)
+WEBHOOK_GROUP = _health_group(
+    settings.WEBHOOKS_TABLE,
+    ("webhooks", "attempts"),
+    WEBHOOK_HEALTH_VIEW,
+    WEBHOOK_HEALTH_SQL,
+    "Per live webhook: delivery attempts, failures, failure rate, the last failure and the"
+    " receiver's status codes.",
+)
+VIEW_GROUPS: tuple[ViewGroup, ...] = (ITEM_GROUP, MONITOR_GROUP, WEBHOOK_GROUP)
+
+
 def _imports_table(schema: Schema) -> TTableSchema | None:
     return schema.tables.get(settings.IMPORTS_TABLE)
 
@@ -459,7 +773,8 @@ def create_views(pipeline: dlt.Pipeline) -> list[str]:
         The names of the views created; empty when skipped.
     """
     created = _create_import_views(pipeline)
-    created += _create_item_views(pipeline)
+    for group in VIEW_GROUPS:
+        created += _create_group_views(pipeline, group)
     return created
 
 
@@ -470,62 +785,40 @@ def _seen(pipeline: dlt.Pipeline, table_name: str) -> bool:
     return table is not None and has_table_seen_data(table)
 
 
-#: Stands in for a table that does not exist (yet) in a view's join: no row, the same columns.
-_NO_ROWS = (
-    '(select cast(null as text) as "id", cast(null as text) as "title",'
-    ' cast(null as text) as "format" where 1 = 0)'
-)
+def _execute(client: Any, statements: list[str], postgres: bool, drop: Callable[[], None]) -> None:
+    """Run view statements in one transaction; on PostgreSQL, once more after ``drop``.
 
-
-def item_view_statements(qualify: Any, postgres: bool, present: set[str]) -> list[str]:
-    """The ``create or replace`` statements of :data:`ITEM_VIEWS`, for one engine.
-
-    Args:
-        qualify: ``name -> qualified name``.
-        postgres: PostgreSQL SQL instead of DuckDB's.
-        present: the tables that exist; a missing ``websets`` or ``webset_enrichments`` is
-            joined as no rows (their columns in the views are then null).
+    A new column (or a table that stood in as no rows and exists now) changes a function's
+    result type, which PostgreSQL cannot replace in place: the views and functions are
+    dropped and created again, in one transaction.
     """
-    names = {
-        "items_current": qualify(ITEMS_CURRENT_VIEW),
-        "item_enrichments": qualify(ITEM_ENRICHMENTS_VIEW),
-        "item_evaluations": qualify(ITEM_EVALUATIONS_VIEW),
-    }
-    statements: list[str] = []
-    for placeholder, (function, table, columns) in ITEM_FUNCTIONS.items():
-        if table not in present and placeholder != "items":
-            names[placeholder] = _NO_ROWS
-        elif postgres:
-            signature = ", ".join(f'"{c}" {kind}' for c, kind in columns)
-            selected = ", ".join(f'"{c}"' for c, _ in columns)
-            statements.append(
-                f"create or replace function {qualify(function)}() returns table({signature})"
-                f" language sql stable as $exa_source$ select {selected} from {qualify(table)}"
-                " $exa_source$"
-            )
-            names[placeholder] = f"{qualify(function)}()"
-        else:
-            names[placeholder] = qualify(table)
-    return statements + [sql[postgres].format(**names).strip() for sql in ITEM_VIEWS.values()]
+    try:
+        with client.begin_transaction():
+            for statement in statements:
+                client.execute_sql(statement)
+    except DatabaseException as exc:
+        if not postgres:
+            raise
+        logger.info("views: recreating them (%s)", str(exc).splitlines()[0])
+        with client.begin_transaction():
+            drop()
+            for statement in statements:
+                client.execute_sql(statement)
 
 
-def _create_item_views(pipeline: dlt.Pipeline) -> list[str]:
-    """Create the views of :data:`ITEM_VIEWS` once ``webset_items`` has data."""
-    if not _seen(pipeline, settings.ITEMS_TABLE):
+def _create_group_views(pipeline: dlt.Pipeline, group: ViewGroup) -> list[str]:
+    """Create the views of ``group`` once its main table has data."""
+    if not _seen(pipeline, group.table):
         return []
-    present = {
-        t for t in (settings.WEBSETS_TABLE, settings.ENRICHMENTS_TABLE) if _seen(pipeline, t)
-    }
+    present = {t for _, t, _ in group.functions.values() if _seen(pipeline, t)}
     postgres = pipeline.destination is not None and (
         pipeline.destination.destination_name == "postgres"
     )
     with pipeline.sql_client() as client:
-        statements = item_view_statements(client.make_qualified_table_name, postgres, present)
-        with client.begin_transaction():
-            for statement in statements:
-                client.execute_sql(statement)
-    logger.info("views: %s refreshed in %s", ", ".join(ITEM_VIEWS), pipeline.dataset_name)
-    return list(ITEM_VIEWS)
+        statements = group.statements(client.make_qualified_table_name, postgres, present)
+        _execute(client, statements, postgres, lambda: _drop_group(client, postgres, group))
+    logger.info("views: %s refreshed in %s", ", ".join(group.views), pipeline.dataset_name)
+    return list(group.views)
 
 
 def _create_import_views(pipeline: dlt.Pipeline) -> list[str]:
@@ -547,32 +840,30 @@ def _create_import_views(pipeline: dlt.Pipeline) -> list[str]:
             has_deleted_at,
             _postgres_column_types(client, columns) if postgres else None,
         )
-        try:
-            with client.begin_transaction():
-                for statement in statements:
-                    client.execute_sql(statement)
-        except DatabaseException as exc:
-            if not postgres:
-                raise
-            # a new column changed the function's result type, which PostgreSQL cannot replace
-            # in place: drop our views and the function, then create them again
-            logger.info("views: recreating them (%s)", str(exc).splitlines()[0])
-            with client.begin_transaction():
-                _drop(client, postgres)
-                for statement in statements:
-                    client.execute_sql(statement)
+        _execute(client, statements, postgres, lambda: _drop(client, postgres))
     logger.info("views: %s refreshed in %s", ", ".join(VIEWS), pipeline.dataset_name)
     return list(VIEWS)
 
 
-def _drop(client: Any, postgres: bool) -> None:
-    """Drop the views (and on PostgreSQL their function) inside the caller's transaction."""
-    for view in [*reversed(ITEM_VIEWS), *reversed(VIEWS)]:
+def _drop_group(client: Any, postgres: bool, group: ViewGroup) -> None:
+    """Drop one group's views (and on PostgreSQL its functions) in the caller's transaction."""
+    for view in reversed(group.views):
         client.execute_sql(f"drop view if exists {client.make_qualified_table_name(view)}")
     if postgres:
-        for name in (CURRENT_FUNCTION, *(f for f, _, _ in ITEM_FUNCTIONS.values())):
-            function = client.make_qualified_table_name(name)
-            client.execute_sql(f"drop function if exists {function}()")
+        for function, _, _ in group.functions.values():
+            name = client.make_qualified_table_name(function)
+            client.execute_sql(f"drop function if exists {name}()")
+
+
+def _drop(client: Any, postgres: bool) -> None:
+    """Drop the views (and on PostgreSQL their function) inside the caller's transaction."""
+    for group in reversed(VIEW_GROUPS):
+        _drop_group(client, postgres, group)
+    for view in reversed(VIEWS):
+        client.execute_sql(f"drop view if exists {client.make_qualified_table_name(view)}")
+    if postgres:
+        function = client.make_qualified_table_name(CURRENT_FUNCTION)
+        client.execute_sql(f"drop function if exists {function}()")
 
 
 def drop_views(pipeline: dlt.Pipeline) -> None:
@@ -775,6 +1066,50 @@ def render_items_report(pipeline: dlt.Pipeline) -> str | None:
     return format_table(headers, rows)
 
 
+#: The report's lines of the health views: one per monitor, one per webhook.
+HEALTH_REPORTS: dict[str, tuple[str, str]] = {
+    MONITOR_HEALTH_VIEW: (
+        settings.MONITORS_TABLE,
+        """
+select monitor_id, monitor_status, cast(sum(runs) as bigint) as runs,
+       cast(sum(completed) as bigint) as completed, cast(sum(failed) as bigint) as failed,
+       max(last_failed_at) as last_failed_at, max(last_failed_reason) as last_failed_reason
+from {view}
+group by monitor_id, monitor_status
+order by monitor_id
+""",
+    ),
+    WEBHOOK_HEALTH_VIEW: (
+        settings.WEBHOOKS_TABLE,
+        """
+select webhook_id, url, webhook_status, attempts, failed, failure_rate, last_failure_at,
+       last_failure_status_code, status_codes
+from {view}
+order by webhook_id
+""",
+    ),
+}
+
+
+def render_health_report(pipeline: dlt.Pipeline) -> list[tuple[str, str]]:
+    """The monitor and webhook health views as ``(title, text table)``; empty before loads."""
+    sections: list[tuple[str, str]] = []
+    for view, (table, sql) in HEALTH_REPORTS.items():
+        if not _seen(pipeline, table):
+            continue
+        with pipeline.sql_client() as client:
+            try:
+                with client.execute_query(
+                    sql.format(view=client.make_qualified_table_name(view))
+                ) as cursor:
+                    headers = [d[0] for d in cursor.description]
+                    rows = [tuple(normalize(v) for v in r) for r in cursor.fetchall()]
+            except DatabaseException:  # views not created yet (loaded by a script)
+                continue
+        sections.append((view, format_table(headers, rows)))
+    return sections
+
+
 def render_report(pipeline: dlt.Pipeline) -> str:
     """Return live imports by status and entity type, and the totals, as text (the demo's)."""
     rows, distinct, deleted, newest = query(pipeline, TOTALS)[0]
@@ -871,9 +1206,10 @@ def data_dictionary(schema: Schema | None = None) -> str:
         if spec.name == settings.IMPORTS_TABLE:
             for view in VIEWS:
                 lines += _view_lines(view, VIEW_MEANINGS[view], VIEW_COLUMNS.get(view))
-        if spec.name == settings.ITEMS_TABLE:
-            for view in ITEM_VIEWS:
-                lines += _view_lines(view, ITEM_VIEW_MEANINGS[view], ITEM_VIEW_COLUMNS[view])
+        for group in VIEW_GROUPS:
+            if spec.name == group.table:
+                for view in group.views:
+                    lines += _view_lines(view, group.meanings[view], group.columns[view])
     return "\n".join(lines) + "\n"
 
 

@@ -43,8 +43,9 @@ def test_load_prints_a_summary_and_dlt_cli_sees_the_pipeline(
     args = ["load", "--base-url", emulator.base_url, "--pipelines-dir", pipes]
     first = run(args, tmp_path, {"SOURCES__EXA__API_KEY": KEY})
     assert first.returncode == 0, first.stderr
-    # 5 pages of imports, the websets list (no webset here) and one events page
-    assert "Loaded 1,000 new or changed imports (read 1,000 in 7 pages" in first.stdout
+    # 5 pages of imports, the websets list (no webset here), one events page for the items,
+    # the monitors and webhooks lists and the event log
+    assert "Loaded 1,000 new or changed imports (read 1,000 in 10 pages" in first.stdout
     with duckdb.connect(str(tmp_path / "exa.duckdb"), read_only=True) as con:
         assert con.execute("select count(distinct id) from exa_websets.imports").fetchall() == [
             (1000,)

@@ -145,10 +145,13 @@ def test_the_printed_commands_work_when_copy_pasted(
     ("args", "expect", "deletions"),
     [
         # 100 imports (1 page of 200, or 5 of 20), 8 websets with a search and an enrichment
-        # each, 2,000 items (3 pages of 100 per webset), the websets list and an events page
-        (["--full-refresh"], "read 2,124 in 27 pages", True),
-        (["--page-size", "20"], "read 2,124 in 31 pages", True),
-        (["--deletions", "off"], "read 2,124 in 27 pages", False),
+        # each, 2,000 items (3 pages of 100 per webset), the websets list and an events page;
+        # 4 monitors with 5 runs each (one page each), 2 webhooks with 3 attempts each (one
+        # page each), the monitors and webhooks lists and the event log (one page, empty: the
+        # seeded events are older than the API's 60 days)
+        (["--full-refresh"], "read 2,156 in 36 pages", True),
+        (["--page-size", "20"], "read 2,156 in 40 pages", True),
+        (["--deletions", "off"], "read 2,156 in 36 pages", False),
     ],
 )
 def test_demo_takes_the_load_options_that_make_sense(

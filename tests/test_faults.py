@@ -312,9 +312,9 @@ def test_change_during_paging_loses_nothing(target: Target) -> None:
         assert changed, "the mutate fault never fired"
         # new imports sort first (newest first): not seen; deletions ahead of the scan: gone
         unread_deleted = [i for i in changed["deleted"] if i not in read_first]
-        assert during.rows_read == 1_000 - len(unread_deleted)
+        assert during.tables["imports"]["rows"] == 1_000 - len(unread_deleted)
         after = target.load(emu)
-        assert after.rows_read == 1_000 + 15 - 10
+        assert after.tables["imports"]["rows"] == 1_000 + 15 - 10
         # the live rows equal the emulator; the deleted ones are kept, soft-deleted
         assert_equals_emulator(target, emu)
         rows = {r["id"]: r for r in target.rows()}

@@ -136,14 +136,16 @@ def test_the_summary_counts_what_a_recovered_package_loaded(
 ) -> None:
     """A run killed after normalize leaves a package; the next run loads it first, and its
     summary said "Loaded 0" before."""
-    target.load(emulator)
+    imports = ("imports",)
+    target.load(emulator, resources=imports)
     emulator.store.mutate(update=30, create=20, seed=5)
     pipeline = target.pipeline()
-    pipeline.extract(exa_websets_source(api_key=KEY, base_url=emulator.base_url))
+    source = exa_websets_source(api_key=KEY, base_url=emulator.base_url)
+    pipeline.extract(source.with_resources(*imports))
     pipeline.normalize()  # killed here: normalized, not loaded
     emulator.store.mutate(update=7, seed=6)
 
-    summary = target.load(emulator, pipeline=target.pipeline())
+    summary = target.load(emulator, pipeline=target.pipeline(), resources=imports)
     assert summary.rows_recovered == 50
     assert summary.rows_loaded == 50 + 7
     assert_equals_emulator(target, emulator)

@@ -75,6 +75,33 @@ def _tables_as_text(pipeline: Any) -> bytes:
     return b"\n".join(chunks)
 
 
+def _databases(
+    tmp_path: Path, duck: Path, pg_dataset: str | None, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, bytes]:
+    """The DuckDB tables and (if given) the PostgreSQL dataset's as text; drops the dataset."""
+    duck_pipeline = make_pipeline(
+        "duckdb", str(duck), pipeline_name="exa_websets", pipelines_dir=str(tmp_path / "p2")
+    )
+    databases = {"duckdb tables": _tables_as_text(duck_pipeline)}
+    if pg_dataset is not None:
+        monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", PG_DSN)
+        pg_pipeline = make_pipeline(
+            "postgres",
+            dataset=pg_dataset,
+            pipeline_name="exa_websets_pg_check",
+            pipelines_dir=str(tmp_path / "p3"),
+        )
+        try:
+            databases["postgres tables"] = _tables_as_text(pg_pipeline)
+        finally:
+            import psycopg2
+
+            with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
+                cur.execute(f'drop schema if exists "{pg_dataset}" cascade')
+                cur.execute(f'drop schema if exists "{pg_dataset}_staging" cascade')
+    return databases
+
+
 def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [str(BIN / "exa-source"), "--log-level", "DEBUG", *args],
@@ -157,26 +184,8 @@ def test_the_key_leaks_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert any("trace.pickle" in f for f in files), "no trace written?"
     assert any("load/loaded" in f for f in files)
 
-    duck_pipeline = make_pipeline(
-        "duckdb", str(duck), pipeline_name="exa_websets", pipelines_dir=str(tmp_path / "p2")
-    )
-    databases = {"duckdb tables": _tables_as_text(duck_pipeline)}
+    databases = _databases(tmp_path, duck, pg_dataset if pg_why is None else None, monkeypatch)
     if pg_why is None:
-        monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", PG_DSN)
-        pg_pipeline = make_pipeline(
-            "postgres",
-            dataset=pg_dataset,
-            pipeline_name="exa_websets_pg_check",
-            pipelines_dir=str(tmp_path / "p3"),
-        )
-        try:
-            databases["postgres tables"] = _tables_as_text(pg_pipeline)
-        finally:
-            import psycopg2
-
-            with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
-                cur.execute(f'drop schema if exists "{pg_dataset}" cascade')
-                cur.execute(f'drop schema if exists "{pg_dataset}_staging" cascade')
         assert b"import_" in databases["postgres tables"]
     assert b"import_" in databases["duckdb tables"]
     assert b"last_scan" in databases["duckdb tables"], "pipeline state was not decompressed"
@@ -187,3 +196,86 @@ def test_the_key_leaks_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert not leaks, leaks
     if pg_why is not None and os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"PostgreSQL is required under CI: {pg_why}")
+
+
+def test_a_webhook_secret_is_stored_shown_and_logged_nowhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook's signing secret, returned on creation and (here) on every list, is kept nowhere.
+
+    The webhook's URL carries a planted control token: it must be found in the outputs (the
+    report prints it), the pipeline folder and the tables, so the same search proves it would
+    have found the secret.
+    """
+    import requests
+
+    from exa_source.emulator.store import SEED_ANCHOR
+
+    control = f"ctl{uuid.uuid4().hex[:16]}"
+    clean = keyless_env()
+    env = {**clean, "RUNTIME__LOG_LEVEL": "DEBUG", "SOURCES__EXA__API_KEY": KEY}
+    pipes = tmp_path / "pipelines"
+    duck = tmp_path / "exa.duckdb"
+    common = ["--pipelines-dir", str(pipes), "--duckdb-path", str(duck)]
+    pg_why = postgres_available()
+    pg_dataset = f"t_whsec_{uuid.uuid4().hex[:8]}"
+    outputs: dict[str, bytes] = {}
+    emu = Emulator(api_key=KEY, websets=2, items_per_webset=5, monitors=2, webhooks=1, seed=4)
+    emu.store.clock.set(SEED_ANCHOR)
+    with emu.start():
+        reply = requests.post(
+            f"{emu.base_url}/websets/v0/webhooks",
+            headers={"x-api-key": KEY},
+            json={
+                "events": ["monitor.run.completed"],
+                "url": f"https://hooks.example.com/{control}",
+            },
+            timeout=10,
+        )
+        reply.raise_for_status()
+        webhook = reply.json()
+        secret = webhook["secret"]
+        assert secret and secret.startswith("whsec_")
+        # the API documents the secret on creation only; here it comes with every list too
+        emu.monitors._webhooks[webhook["id"]]["secret"] = secret
+        listed = requests.get(
+            f"{emu.base_url}/websets/v0/webhooks", headers={"x-api-key": KEY}, timeout=10
+        )
+        assert secret in listed.text
+        emu.monitors.step_monitors(status="completed")
+        emu.monitors.step_webhooks(successful=False)
+        emu.monitors.step_webhooks(successful=True)
+        runs = [("duckdb load", env, ["load", "--base-url", emu.base_url, *common])]
+        if pg_why is None:
+            pg_env = {**env, "DESTINATION__POSTGRES__CREDENTIALS": PG_DSN}
+            pg = ["load", "--base-url", emu.base_url, "--destination", "postgres"]
+            pg += ["--dataset", pg_dataset, "--pipelines-dir", str(pipes)]
+            runs.append(("postgres load", pg_env, pg))
+        runs.append(("duckdb load again", env, ["load", "--base-url", emu.base_url, *common]))
+        runs.append(("report", env, ["report", *common]))
+        for name, run_env, args in runs:
+            done = _run(args, run_env, tmp_path)
+            assert done.returncode == 0, (name, done.stderr[-2000:])
+            outputs[f"{name}: stdout"] = done.stdout
+            outputs[f"{name}: stderr"] = done.stderr
+
+    files: dict[str, bytes] = {}
+    for path in sorted(p for p in tmp_path.rglob("*") if p.is_file()):
+        for i, blob in enumerate(_decoded(path, path.read_bytes())):
+            files[f"{path.relative_to(tmp_path)}#{i}"] = blob
+    databases = _databases(tmp_path, duck, pg_dataset if pg_why is None else None, monkeypatch)
+    if pg_why is not None and os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"PostgreSQL is required under CI: {pg_why}")
+
+    # positive controls: the search finds the planted token in every kind of place it searches
+    assert _hits({k: v for k, v in outputs.items() if k.startswith("report")}, [control])
+    assert _hits(files, [control]), "control not found in the pipeline folder"
+    for name, blob in databases.items():
+        assert _hits({name: blob}, [control]), f"control not found in {name}"
+        assert b"webhook_attempt_" in blob
+    leaks = _hits({**outputs, **files, **databases}, [secret])
+    assert not leaks, leaks
+    print(
+        f"\nwebhook secret: 0 hits in {len(outputs)} outputs, {len(files)} files and"
+        f" {len(databases)} databases; control found in each"
+    )

@@ -18,6 +18,7 @@ from dlt.common.schema.exceptions import DataValidationError
 
 from exa_source import ExaDataError
 from exa_source.emulator import Emulator
+from exa_source.emulator.store import SEED_ANCHOR
 from exa_source.pipeline import make_pipeline, run_load
 from exa_source.schema import COLUMNS
 from exa_source.warehouse import (
@@ -372,7 +373,9 @@ def test_dictionary_documents_every_declared_column() -> None:
 
 
 def test_dictionary_equals_the_loaded_schema(target: Target) -> None:
-    with Emulator(api_key=KEY, imports=50, websets=2, items_per_webset=5).start() as emu:
+    emu = Emulator(api_key=KEY, imports=50, websets=2, items_per_webset=5, monitors=2, webhooks=1)
+    emu.store.clock.set(SEED_ANCHOR)  # the seeded events are within the API's 60 days
+    with emu.start():
         target.load(emu)
     assert data_dictionary(target.pipeline().default_schema) == data_dictionary()
 
