@@ -435,6 +435,10 @@ class TableSpec:
             stored value to find what changed: ``updatedAt``, or for objects that never
             change once made, the one timestamp they have (an event's ``createdAt``, a
             webhook attempt's ``attemptedAt``).
+        window: for an append-only table of objects that never change (events), read with
+            the record only the rows whose cursor is at most this many seconds older than the
+            newest: the scan then lists nothing older (it reads from the newest less an
+            overlap shorter than this), so the record stays small however long the table grows.
     """
 
     name: str
@@ -443,6 +447,7 @@ class TableSpec:
     ignored: frozenset[str] = field(default_factory=frozenset)
     scope: str | None = None
     cursor: str = settings.CURSOR_FIELD
+    window: float | None = None
 
     def hints(self, hard_delete: bool = False) -> TTableSchemaColumns:
         """Dlt column hints for the resource, keyed by the API's field names.
@@ -1120,6 +1125,8 @@ EVENTS = TableSpec(
         *_trailer("event"),
     ),
     cursor="createdAt",
+    # the read starts EVENT_OVERLAP_SECONDS before the newest stored event; a day is ample
+    window=86_400.0,
 )
 """The ``events`` table: the event log, kept after the API's 60 days (append-only)."""
 

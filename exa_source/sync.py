@@ -479,13 +479,21 @@ def _record_sql(
     latest_per_id: bool,
     scope: str | None = None,
     cursor: str = "updated_at",
+    since: datetime | None = None,
 ) -> str:
     """``select id, updated (µs or timestamp), deleted (0/1)[, scope]`` for the record.
 
     ``cursor`` is the stored column that versions a row (``updated_at``, or ``created_at`` /
-    ``attempted_at`` for objects that never change).
+    ``attempted_at`` for objects that never change); with ``since``, only rows whose cursor is
+    at or after it are read (see ``TableSpec.window``).
     """
     quote = client.escape_column_name
+    if since is not None:
+        stamp = since.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        table = (
+            f"(select * from {table} where {quote(cursor)} >="
+            f" cast('{stamp}' as timestamp with time zone)) as windowed"
+        )
     scoped = "" if scope is None else f", {quote(scope)}"
     updated = quote(cursor)
     if engine == "duckdb":
@@ -651,8 +659,9 @@ def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
             engine, _chunks_generic
         )
         latest = plan.latest_per_id
+        since = _window_start(client, qualified, cursor, plan.spec.window)
         while True:
-            sql = _record_sql(client, engine, qualified, columns, latest, scope, cursor)
+            sql = _record_sql(client, engine, qualified, columns, latest, scope, cursor, since)
             rows = _read(client, sql, chunks)
             if engine == "duckdb":
                 _evict_duckdb_cache(client)
@@ -670,6 +679,19 @@ def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
             if latest and not plan.latest_per_id:
                 _rewrite_repeated(client, qualified, record, plan)
             return record
+
+
+def _window_start(client: Any, table: str, cursor: str, window: float | None) -> datetime | None:
+    """The newest stored cursor less ``window`` seconds; None without a window or rows."""
+    if window is None:
+        return None
+    with client.execute_query(f"select max({client.escape_column_name(cursor)}) from {table}") as c:
+        row = c.fetchone()
+    newest = row[0] if row else None
+    if not isinstance(newest, datetime):
+        return None
+    aware = newest if newest.tzinfo else newest.replace(tzinfo=timezone.utc)
+    return aware - timedelta(seconds=window)
 
 
 def _rewrite_repeated(client: Any, table: str, record: Record, plan: Plan) -> None:

@@ -17,9 +17,12 @@ import pytest
 import requests
 from conftest import KEY, Target, page_all
 
+from exa_source import settings
 from exa_source.emulator import Emulator
 from exa_source.emulator.store import SEED_ANCHOR
 from exa_source.pipeline import scan_state
+from exa_source.schema import EVENTS
+from exa_source.sync import plan_for, read_record
 
 FAMILY = ("monitors", "monitor_runs", "webhooks", "webhook_attempts", "events")
 RUN_STATUSES = ("created", "running", "completed", "canceled", "failed")
@@ -458,5 +461,10 @@ def test_events_beyond_the_retention_are_kept_and_the_gap_is_named(
         total = _rows(target, "select count(*), count(distinct id) from {events}")[0]
         assert total == (kept + 4 + 2, kept + 4 + 2)
         print(f"\n{warning}")
+        # the record of the append-only table holds only the newest day, not every event
+        plan = plan_for(None, None, "soft", EVENTS)
+        record = read_record(target.pipeline(), plan)
+        assert 0 < len(record) < total[0] and record.newest() is not None
+        assert EVENTS.window is not None and EVENTS.window > settings.EVENT_OVERLAP_SECONDS
         # the next run read everything since: no gap any more
         assert not load(target, emu).warnings

@@ -37,7 +37,7 @@ def build_parser(prog: str = "python -m exa_source.emulator") -> argparse.Argume
     """Return the emulator's argument parser; ``prog`` is the command shown in its usage."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Emulator of the Exa Websets Imports API: prints its base URL on stdout,"
+        description="Emulator of the Exa Websets API: prints its base URL on stdout,"
         " logs to stderr, serves until SIGINT/SIGTERM.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
