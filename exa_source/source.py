@@ -55,6 +55,7 @@ from exa_source.sync import (
     Record,
     Scan,
     emptied_by_this_load,
+    future_cap,
     plan_for,
     read_record,
     recreate_if_dropped,
@@ -254,7 +255,7 @@ class _ChildFeed(_ListFeed):
         paths = {pid: f"{self.parents.path}/{pid}/{self.child}" for pid in sorted(live)}
         until = None
         if self.overlap is not None:
-            newest = record.newest_per_scope()
+            newest = record.newest_per_scope(_micros(future_cap()))
             margin = int(self.overlap * 1_000_000)
             floors = {pid: top - margin for pid, top in newest.items()}
             until = partial(self._caught_up, floors)
@@ -314,7 +315,7 @@ class _EventsFeed(_ListFeed):
         self.newest: int | None = None
 
     def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
-        self.newest = newest = record.newest()
+        self.newest = newest = record.newest(_micros(future_cap()))
         params: dict[str, Any] = {}
         if newest is not None:
             start = newest - int(settings.EVENT_OVERLAP_SECONDS * 1_000_000)
@@ -362,7 +363,8 @@ class _EventsFeed(_ListFeed):
 
     def save(self, state: dict[str, Any], scan: Scan) -> None:
         top = scan.counters.max_updated_at
-        newest = max((v for v in (top, self.newest) if v is not None), default=None)
+        cap = _micros(future_cap())
+        newest = max((v for v in (top, self.newest) if v is not None and v <= cap), default=None)
         read_to = server_now(self.client.stats.server_date)
         state["events"] = {
             "read_to": read_to.isoformat(timespec="microseconds"),
@@ -372,6 +374,11 @@ class _EventsFeed(_ListFeed):
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _micros(when: datetime) -> int:
+    """An aware datetime as µs since the epoch."""
+    return (when - _EPOCH) // timedelta(microseconds=1)
 
 
 def _iso_micros(micros: int) -> str:

@@ -426,17 +426,27 @@ class Record:
         mixed = _mix(self.hashes[np.argsort(self.order)][live], self.updated[live])
         return _fingerprints(codes, mixed, self.scope_names)
 
-    def newest(self) -> int | None:
-        """The highest stored version (the cursor column) in µs; None if the table is empty."""
-        return int(self.updated.max()) if len(self.updated) else None
+    def newest(self, cap: int | None = None) -> int | None:
+        """The highest stored version (the cursor column) in µs; None if there is none.
 
-    def newest_per_scope(self) -> dict[str, int]:
-        """Per scope, the highest stored version in µs (e.g. each webhook's newest attempt)."""
+        Args:
+            cap: ignore versions above this (µs): a value stamped by a bad clock upstream
+                (year 9999) must not become the point a read starts from.
+        """
+        updated = self.updated if cap is None else self.updated[self.updated <= cap]
+        return int(updated.max()) if len(updated) else None
+
+    def newest_per_scope(self, cap: int | None = None) -> dict[str, int]:
+        """Per scope, the highest stored version in µs (each webhook's newest attempt).
+
+        Versions above ``cap`` are ignored (see :meth:`newest`).
+        """
         if self.scope is None or not len(self.updated):
             return {}
+        keep = slice(None) if cap is None else self.updated <= cap
         low = np.iinfo(np.int64).min
         top = np.full(len(self.scope_names), low, dtype=np.int64)
-        np.maximum.at(top, self.scope, self.updated)
+        np.maximum.at(top, self.scope[keep], self.updated[keep])
         return {name: int(v) for name, v in zip(self.scope_names, top, strict=True) if v != low}
 
     def settle(self, complete: set[str]) -> None:
@@ -681,11 +691,29 @@ def read_record(pipeline: dlt.Pipeline | None, plan: Plan) -> Record:
             return record
 
 
+def future_cap() -> datetime:
+    """Stored versions later than this are a bad clock upstream, not a point to read from.
+
+    This machine's clock plus a day: a cap that is wrong by the machine's own error only makes
+    a read start earlier (more rows listed again, none lost).
+    """
+    return datetime.now(timezone.utc) + timedelta(days=1)
+
+
 def _window_start(client: Any, table: str, cursor: str, window: float | None) -> datetime | None:
-    """The newest stored cursor less ``window`` seconds; None without a window or rows."""
+    """The newest stored cursor (not past :func:`future_cap`) less ``window`` seconds.
+
+    None without a window or rows.
+    """
     if window is None:
         return None
-    with client.execute_query(f"select max({client.escape_column_name(cursor)}) from {table}") as c:
+    column = client.escape_column_name(cursor)
+    cap = future_cap().isoformat(timespec="microseconds")
+    sql = (
+        f"select max({column}) from {table}"
+        f" where {column} <= cast('{cap}' as timestamp with time zone)"
+    )
+    with client.execute_query(sql) as c:
         row = c.fetchone()
     newest = row[0] if row else None
     if not isinstance(newest, datetime):

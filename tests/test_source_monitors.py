@@ -468,3 +468,31 @@ def test_events_beyond_the_retention_are_kept_and_the_gap_is_named(
         assert EVENTS.window is not None and EVENTS.window > settings.EVENT_OVERLAP_SECONDS
         # the next run read everything since: no gap any more
         assert not load(target, emu).warnings
+
+
+def test_a_bad_clock_upstream_stops_no_later_event_or_attempt(
+    tmp_path: Any, http: requests.Session
+) -> None:
+    """An event and an attempt stamped in year 9999: later ones are still all loaded."""
+    from conftest import Target as T
+
+    target = T("duckdb", "exa_websets", str(tmp_path / "exa.duckdb"), str(tmp_path / "p"), "t")
+    with _emulator(websets=1, items_per_webset=2, monitors=1, webhooks=1) as emu:
+        hook = emu.monitors.webhook_ids()[0]
+        future = int(datetime(9999, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+        emu.events.emit("monitor.updated", b'{"id":"monitor_bogus","object":"monitor"}', future)
+        bogus = emu.monitors.step_webhooks(webhook=hook)[0]["id"]
+        emu.monitors._attempts[bogus]["attemptedAt"] = "9999-01-01T00:00:00.000Z"
+        load(target, emu)
+        # then more than a page of real attempts and events, 10 s apart
+        for _ in range(450):
+            emu.store.clock.advance(10)
+            emu.monitors.step_webhooks(webhook=hook, successful=False)
+        for _ in range(3):
+            emu.store.clock.advance(60)
+            emu.monitors.step_monitors(status="completed")
+        later = load(target, emu)
+        assert later.tables["webhook_attempts"]["rows_loaded"] == 450
+        assert later.tables["events"]["rows_loaded"] == 6
+        assert_equal(target, api_truth(api_objects(emu, http)))
+        assert assert_no_duplicates(target)
