@@ -343,7 +343,7 @@ class _EventsFeed(_ListFeed):
         elif newest is not None:
             since = _EPOCH + timedelta(microseconds=newest)
         elif loaded is not None:  # the table was emptied after events were loaded
-            since = _EPOCH
+            since = _EPOCH + timedelta(microseconds=last.get("oldest") or 0)
         if since is None or since >= floor:
             return
         self.gap = (since.isoformat(timespec="seconds"), floor.isoformat(timespec="seconds"))
@@ -366,9 +366,14 @@ class _EventsFeed(_ListFeed):
         cap = _micros(future_cap())
         newest = max((v for v in (top, self.newest) if v is not None and v <= cap), default=None)
         read_to = server_now(self.client.stats.server_date)
+        before = (state.get("events") or {}).get("oldest")
+        oldest = min(
+            (v for v in (before, scan.counters.min_updated_at) if v is not None), default=None
+        )
         state["events"] = {
             "read_to": read_to.isoformat(timespec="microseconds"),
             "newest": newest,
+            "oldest": oldest,  # the oldest event ever loaded: names the gap of an emptied table
         }
         state["last_scan"]["gap"] = None if self.gap is None else list(self.gap)
 

@@ -931,7 +931,8 @@ class Counters:
         rows: imports read from the API.
         changed: rows yielded because they are new or changed (or all, in snapshot mode).
         deleted: deletion marks yielded (imports gone from the API).
-        max_updated_at: the highest ``updatedAt`` seen, in microseconds (None if none).
+        max_updated_at: the highest ``updatedAt`` (the cursor) seen, in µs (None if none).
+        min_updated_at: the lowest, in µs (None if none).
         complete: the scan reached the last page.
     """
 
@@ -939,6 +940,7 @@ class Counters:
     changed: int = 0
     deleted: int = 0
     max_updated_at: int | None = None
+    min_updated_at: int | None = None
     complete: bool = False
 
 
@@ -1002,6 +1004,9 @@ class Scan:
         top = int(micros.max())
         if self.counters.max_updated_at is None or top > self.counters.max_updated_at:
             self.counters.max_updated_at = top
+        bottom = int(micros.min())
+        if self.counters.min_updated_at is None or bottom < self.counters.min_updated_at:
+            self.counters.min_updated_at = bottom
         hashes = _hash(id_array)
         if self.listed is not None:
             self.listed.add(spec.scopes(rows), hashes, micros)

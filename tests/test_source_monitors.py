@@ -496,3 +496,22 @@ def test_a_bad_clock_upstream_stops_no_later_event_or_attempt(
         assert later.tables["events"]["rows_loaded"] == 6
         assert_equal(target, api_truth(api_objects(emu, http)))
         assert assert_no_duplicates(target)
+
+
+def test_dropped_tables_are_loaded_again_with_the_views_in_place(
+    target: Target, emu: Emulator, http: requests.Session
+) -> None:
+    """``drop table`` of the child tables and the event log works with the health views in
+    place (on PostgreSQL they read through functions), and the next run loads them whole."""
+    load(target, emu)
+    pipeline = target.pipeline()
+    with pipeline.sql_client() as client:
+        for table in ("monitor_runs", "webhook_attempts", "events"):
+            client.execute_sql(f"drop table {client.make_qualified_table_name(table)}")
+    again = load(target, emu)
+    objects = api_objects(emu, http)
+    assert again.tables["events"]["rows_loaded"] == len(objects["events"])
+    assert again.tables["webhook_attempts"]["rows_loaded"] == len(objects["webhook_attempts"])
+    assert not again.warnings  # every event it had loaded was still in the API
+    assert_equal(target, api_truth(objects))
+    assert view_figures(target)[1] == expected_webhook_health(objects)
