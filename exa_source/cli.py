@@ -220,6 +220,12 @@ def _add_load_options(parser: argparse.ArgumentParser, demo: bool = False) -> No
         help="read every webset's items whole at least this often, which finds items deleted"
         f" in Exa; 0 = every run (default: {settings.ITEMS_RECONCILE_DAYS:g})",
     )
+    parser.add_argument(
+        "--event-types",
+        default=None,
+        help="comma-separated event types the events table loads, e.g."
+        " monitor.run.completed,webset.item.created (default: all)",
+    )
     if demo:
         refresh = (
             "accepted like `exa-source load --full-refresh`; the demo's first load always"
@@ -324,6 +330,7 @@ _SCAN_OPTIONS = (
     "resources",
     "concurrency",
     "items_reconcile_days",
+    "event_types",
 )
 
 

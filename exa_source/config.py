@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -165,6 +166,39 @@ def validate_concurrency(concurrency: Any) -> int:
     ):
         raise ExaConfigError(f"concurrency={concurrency!r} must be an integer from 1 to {top}")
     return concurrency
+
+
+_EVENT_TYPE = re.compile(r"[a-z_]+(\.[a-z_]+)+")
+
+
+def validate_event_types(types: Any) -> tuple[str, ...] | None:
+    """Check the event types the ``events`` table keeps; None (or empty, or ``all``) = all.
+
+    Accepts a list or a comma-separated string (``monitor.run.created,monitor.run.completed``).
+    Only the shape is checked here (dotted lowercase names): the API answers a type it does
+    not know with a 400 listing the valid ones, and types it adds later work unchanged.
+
+    Raises:
+        ExaConfigError: not a string or a list of strings, or a name of the wrong shape.
+    """
+    if types is None:
+        return None
+    if isinstance(types, str):
+        types = [t.strip() for t in types.split(",")]
+    if not isinstance(types, list | tuple) or not all(isinstance(t, str) for t in types):
+        raise ExaConfigError(
+            f"event_types={types!r} must be a list of event types or a comma-separated string"
+        )
+    names = tuple(sorted({t.strip() for t in types if t.strip()}))
+    if not names or names == ("all",):
+        return None
+    bad = [t for t in names if not _EVENT_TYPE.fullmatch(t)]
+    if bad:
+        raise ExaConfigError(
+            f"event_types: {', '.join(map(repr, bad))} is not an event type (e.g."
+            " monitor.run.completed, webset.item.created; see docs/exa-api.md §4.2)"
+        )
+    return names
 
 
 def validate_reconcile_days(days: Any) -> float:

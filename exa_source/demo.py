@@ -165,6 +165,7 @@ def run_demo(
     resources: Sequence[str] | None = None,
     concurrency: int | None = None,
     items_reconcile_days: float | None = None,
+    event_types: str | None = None,
 ) -> int:
     """Run the demo and write what it does to ``out`` as plain sentences.
 
@@ -185,6 +186,7 @@ def run_demo(
         resources: the tables to load (default: all).
         concurrency: websets whose items are read at once (default: the source's).
         items_reconcile_days: see ``exa-source load --help`` (default: the source's).
+        event_types: the event types to load (default: all).
 
     Returns:
         0: every failure raises (the CLI turns it into a message and an exit code).
@@ -234,6 +236,7 @@ def run_demo(
                 resources=tuple(resources) if resources else None,
                 concurrency=concurrency,
                 items_reconcile_days=items_reconcile_days,
+                event_types=event_types,
             )
             return done.sentence()
 

@@ -351,6 +351,7 @@ def run_load(
     resources: tuple[str, ...] | list[str] | None = None,
     concurrency: int | None = None,
     items_reconcile_days: float | None = None,
+    event_types: tuple[str, ...] | list[str] | str | None = None,
 ) -> LoadSummary:
     """Run one load of the ``exa`` source into ``pipeline``.
 
@@ -374,6 +375,7 @@ def run_load(
         "max_seconds": max_seconds,
         "concurrency": concurrency,
         "items_reconcile_days": items_reconcile_days,
+        "event_types": event_types,
     }
     source = exa_websets_source(api_key=key, **{k: v for k, v in options.items() if v is not None})
     if resources:

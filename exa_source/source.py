@@ -33,6 +33,7 @@ from exa_source.config import (
     require_api_key,
     validate_base_url,
     validate_concurrency,
+    validate_event_types,
     validate_page_size,
     validate_policy,
     validate_reconcile_days,
@@ -309,17 +310,25 @@ class _EventsFeed(_ListFeed):
     that, the events between could not be read: the run warns, naming the gap.
     """
 
-    def __init__(self, client: ExaRESTClient) -> None:
+    def __init__(self, client: ExaRESTClient, types: tuple[str, ...] | None = None) -> None:
         super().__init__(client, settings.EVENTS_PATH, settings.EVENTS_PAGE_SIZE)
+        self.types = types
         self.gap: tuple[str, str] | None = None
         self.newest: int | None = None
 
     def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
         self.newest = newest = record.newest(_micros(future_cap()))
         params: dict[str, Any] = {}
-        if newest is not None:
+        last = self.state.get("events") or {}
+        chosen = None if self.types is None else list(self.types)
+        if newest is not None and last.get("types", chosen) != chosen:
+            # other types than the stored events': read everything the API still keeps
+            logger.info("%s: event types changed; reading every retained event", EVENTS.name)
+        elif newest is not None:
             start = newest - int(settings.EVENT_OVERLAP_SECONDS * 1_000_000)
             params["createdAfter"] = _iso_micros(start)
+        if chosen:
+            params["types"] = chosen
         first = True
         for page in self.client.pages(self.path, self.page_size, params):
             if first:
@@ -374,6 +383,7 @@ class _EventsFeed(_ListFeed):
             "read_to": read_to.isoformat(timespec="microseconds"),
             "newest": newest,
             "oldest": oldest,  # the oldest event ever loaded: names the gap of an emptied table
+            "types": None if self.types is None else list(self.types),
         }
         state["last_scan"]["gap"] = None if self.gap is None else list(self.gap)
 
@@ -495,6 +505,7 @@ def exa_websets_source(
     max_seconds: float = settings.MAX_SECONDS,
     concurrency: int = settings.DEFAULT_CONCURRENCY,
     items_reconcile_days: float = settings.ITEMS_RECONCILE_DAYS,
+    event_types: Sequence[str] | str | None = None,
 ) -> Sequence[DltResource]:
     """Exa Websets: every resource merged on ``id``, written only where it changed.
 
@@ -521,6 +532,9 @@ def exa_websets_source(
             read at once, 1-32.
         items_reconcile_days: every webset's items are read whole at least this often, in
             days (0: on every run); this is when items deleted in Exa are found.
+        event_types: the event types the ``events`` table loads (a list, or a comma-separated
+            string); default every type. Changing it reads every event the API still keeps
+            (60 days) once.
 
     Returns:
         The resources.
@@ -534,6 +548,7 @@ def exa_websets_source(
     policy = validate_policy(deletions)
     concurrency = validate_concurrency(concurrency)
     reconcile_days = validate_reconcile_days(items_reconcile_days)
+    types = validate_event_types(event_types)
     since = parse_timestamp(initial_updated_at) if initial_updated_at else None
 
     def client() -> ExaRESTClient:  # one per resource: its own request counters
@@ -568,7 +583,7 @@ def exa_websets_source(
             ),
             None,
         ),
-        (EVENTS, _EventsFeed(client()), None),
+        (EVENTS, _EventsFeed(client(), types), None),
     ]
     return [
         dlt.resource(

@@ -515,3 +515,34 @@ def test_dropped_tables_are_loaded_again_with_the_views_in_place(
     assert not again.warnings  # every event it had loaded was still in the API
     assert_equal(target, api_truth(objects))
     assert view_figures(target)[1] == expected_webhook_health(objects)
+
+
+def test_event_types_choose_what_the_event_log_keeps(
+    tmp_path: Any, emu: Emulator, http: requests.Session
+) -> None:
+    """``event_types`` loads only those types; widening it reads the retained events once."""
+    from conftest import Target as T
+
+    from exa_source import ExaAPIError, ExaConfigError
+
+    target = T("duckdb", "exa_websets", str(tmp_path / "exa.duckdb"), str(tmp_path / "p"), "t")
+    runs = "monitor.run.completed,monitor.run.created"
+    first = target.load(emu, resources=("events",), event_types=runs)
+    stored = _rows(target, "select type, count(*) from {events} group by type order by type")
+    assert [t for t, _ in stored] == runs.split(",")
+    assert first.tables["events"]["rows_loaded"] == sum(n for _, n in stored)
+    emu.store.clock.advance(60)
+    emu.monitors.step_monitors(status="completed")
+    narrow = target.load(emu, resources=("events",), event_types=runs.split(","))
+    assert narrow.tables["events"]["rows_loaded"] == 2 * len(emu.monitors.monitor_ids())
+    wide = target.load(emu, resources=("events",))
+    objects = api_objects(emu, http)
+    assert wide.tables["events"]["rows"] == len(objects["events"])
+    events = _rows(target, "select id, created_at, type, subject_id from {events}")
+    assert {r[0]: (_ms(r[1]), r[2], r[3]) for r in events} == api_truth(objects)["events"]
+    assert len(events) == len(objects["events"])  # one row per id
+
+    with pytest.raises(ExaConfigError, match="is not an event type"):
+        target.load(emu, resources=("events",), event_types="monitor run")
+    with pytest.raises(ExaAPIError, match="400"):  # the API names the valid types
+        target.load(emu, resources=("events",), event_types="monitor.exploded")
