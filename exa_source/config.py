@@ -8,6 +8,7 @@ request is sent.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from datetime import datetime, timezone
@@ -174,7 +175,8 @@ _EVENT_TYPE = re.compile(r"[a-z_]+(\.[a-z_]+)+")
 def validate_event_types(types: Any) -> tuple[str, ...] | None:
     """Check the event types the ``events`` table keeps; None (or empty, or ``all``) = all.
 
-    Accepts a list or a comma-separated string (``monitor.run.created,monitor.run.completed``).
+    Accepts a list, a comma-separated string (``monitor.run.created,monitor.run.completed``)
+    or a JSON list in a string (how dlt passes ``SOURCES__EXA__EVENT_TYPES='["..."]'``).
     Only the shape is checked here (dotted lowercase names): the API answers a type it does
     not know with a 400 listing the valid ones, and types it adds later work unchanged.
 
@@ -183,7 +185,12 @@ def validate_event_types(types: Any) -> tuple[str, ...] | None:
     """
     if types is None:
         return None
-    if isinstance(types, str):
+    if isinstance(types, str) and types.strip().startswith("["):
+        try:
+            types = json.loads(types)
+        except ValueError:
+            raise ExaConfigError(f"event_types={types!r} is not a valid JSON list") from None
+    elif isinstance(types, str):
         types = [t.strip() for t in types.split(",")]
     if not isinstance(types, list | tuple) or not all(isinstance(t, str) for t in types):
         raise ExaConfigError(

@@ -505,7 +505,7 @@ def exa_websets_source(
     max_seconds: float = settings.MAX_SECONDS,
     concurrency: int = settings.DEFAULT_CONCURRENCY,
     items_reconcile_days: float = settings.ITEMS_RECONCILE_DAYS,
-    event_types: Sequence[str] | str | None = None,
+    event_types: str | Sequence[str] | None = None,
 ) -> Sequence[DltResource]:
     """Exa Websets: every resource merged on ``id``, written only where it changed.
 

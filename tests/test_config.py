@@ -77,6 +77,9 @@ def test_no_key_anywhere_is_a_config_error(no_key: pytest.MonkeyPatch) -> None:
         ("base_url", "ftp://x", "not an http"),
         ("initial_updated_at", "yesterday", "not an ISO-8601"),
         ("deletions", "purge", "soft, hard, off"),
+        ("event_types", "monitor run", "is not an event type"),
+        ("event_types", 5, "must be a list of event types"),
+        ("event_types", '["monitor.created"', "not a valid JSON list"),
     ],
 )
 def test_bad_options_fail_before_any_request(option: str, value: Any, message: str) -> None:
@@ -163,3 +166,44 @@ def test_a_key_with_a_control_character_exits_2_without_showing_it(
     assert "cannot travel in an HTTP header" in lines[0]
     for part in (bad, bad.strip()[:8], KEY[:8]) if bad != "ké" else ("ké",):
         assert part not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("all", None),
+        ("", None),
+        ("monitor.run.created, monitor.created", ("monitor.created", "monitor.run.created")),
+        (["webset.item.created"], ("webset.item.created",)),
+        ('["monitor.created", "monitor.created"]', ("monitor.created",)),
+    ],
+)
+def test_event_types_take_a_list_a_comma_string_or_a_json_list(value: Any, expected: Any) -> None:
+    from exa_source.config import validate_event_types
+
+    assert validate_event_types(value) == expected
+
+
+def test_event_types_from_the_environment_reach_the_source(
+    no_key: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``SOURCES__EXA__EVENT_TYPES`` as dlt passes it: a comma string or a JSON list."""
+    from exa_source.emulator.store import SEED_ANCHOR
+    from exa_source.pipeline import make_pipeline, run_load
+
+    emu = Emulator(api_key=KEY, websets=1, items_per_webset=2, monitors=2)
+    emu.store.clock.set(SEED_ANCHOR)
+    with emu:
+        for i, value in enumerate(("monitor.created,monitor.run.created", '["monitor.created"]')):
+            no_key.setenv("SOURCES__EXA__EVENT_TYPES", value)
+            pipeline = make_pipeline(
+                "duckdb", str(tmp_path / f"{i}.duckdb"), pipelines_dir=str(tmp_path / f"p{i}")
+            )
+            run_load(pipeline, api_key=KEY, base_url=emu.base_url, resources=("events",))
+            with pipeline.sql_client() as client:
+                table = client.make_qualified_table_name("events")
+                rows = client.execute_sql(f"select distinct type from {table} order by 1")
+            assert [r[0] for r in rows or []] == sorted(
+                value.strip('[]"').replace('"', "").split(",")
+            )
