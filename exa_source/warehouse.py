@@ -825,7 +825,7 @@ def _create_import_views(pipeline: dlt.Pipeline) -> list[str]:
     """Create the views of :data:`VIEWS` once ``imports`` has data."""
     table = _imports_table(pipeline.default_schema) if pipeline.default_schema_name else None
     if table is None or not has_table_seen_data(table):
-        logger.info("views: %s has no data yet; views not created", settings.IMPORTS_TABLE)
+        logger.debug("views: %s has no data yet; views not created", settings.IMPORTS_TABLE)
         return []
     has_deleted_at = DELETED_AT_COLUMN in table["columns"]
     columns = data_columns(table)
@@ -1049,9 +1049,11 @@ order by c.webset_title, c.webset_id
 
 
 def render_items_report(pipeline: dlt.Pipeline) -> str | None:
-    """Live items and enrichment results per webset, as text; None before items were loaded."""
-    if not _seen(pipeline, settings.ITEMS_TABLE):
-        return None
+    """Live items and enrichment results per webset, as text; None without the item views.
+
+    Asks the destination, not the local pipeline state: an analyst's machine (or another
+    pipeline name, like the demo's) has no local record of what was loaded.
+    """
     with pipeline.sql_client() as client:
         sql = ITEMS_BY_WEBSET.format(
             items_current=client.make_qualified_table_name(ITEMS_CURRENT_VIEW),
@@ -1066,10 +1068,10 @@ def render_items_report(pipeline: dlt.Pipeline) -> str | None:
     return format_table(headers, rows)
 
 
-#: The report's lines of the health views: one per monitor, one per webhook.
+#: The report's sections of the health views: title -> (view, query on it).
 HEALTH_REPORTS: dict[str, tuple[str, str]] = {
-    MONITOR_HEALTH_VIEW: (
-        settings.MONITORS_TABLE,
+    f"{MONITOR_HEALTH_VIEW}, all days, one line per monitor": (
+        MONITOR_HEALTH_VIEW,
         """
 select monitor_id, monitor_status, cast(sum(runs) as bigint) as runs,
        cast(sum(completed) as bigint) as completed, cast(sum(failed) as bigint) as failed,
@@ -1079,8 +1081,8 @@ group by monitor_id, monitor_status
 order by monitor_id
 """,
     ),
-    WEBHOOK_HEALTH_VIEW: (
-        settings.WEBHOOKS_TABLE,
+    f"{WEBHOOK_HEALTH_VIEW}, one line per webhook": (
+        WEBHOOK_HEALTH_VIEW,
         """
 select webhook_id, url, webhook_status, attempts, failed, failure_rate, last_failure_at,
        last_failure_status_code, status_codes
@@ -1092,22 +1094,28 @@ order by webhook_id
 
 
 def render_health_report(pipeline: dlt.Pipeline) -> list[tuple[str, str]]:
-    """The monitor and webhook health views as ``(title, text table)``; empty before loads."""
+    """The monitor and webhook health views as ``(title, text table)``; those that exist.
+
+    Asks the destination (see :func:`render_items_report`). Rates are shown to 4 places.
+    """
     sections: list[tuple[str, str]] = []
-    for view, (table, sql) in HEALTH_REPORTS.items():
-        if not _seen(pipeline, table):
-            continue
+    for title, (view, sql) in HEALTH_REPORTS.items():
         with pipeline.sql_client() as client:
             try:
                 with client.execute_query(
                     sql.format(view=client.make_qualified_table_name(view))
                 ) as cursor:
                     headers = [d[0] for d in cursor.description]
-                    rows = [tuple(normalize(v) for v in r) for r in cursor.fetchall()]
-            except DatabaseException:  # views not created yet (loaded by a script)
+                    rows = [tuple(_shown_value(v) for v in r) for r in cursor.fetchall()]
+            except DatabaseException:  # no such view: its tables were not loaded here
                 continue
-        sections.append((view, format_table(headers, rows)))
+        sections.append((title, format_table(headers, rows)))
     return sections
+
+
+def _shown_value(value: Any) -> Any:
+    """A report cell: :func:`normalize`, and floats rounded to 4 places."""
+    return round(value, 4) if isinstance(value, float) else normalize(value)
 
 
 def render_report(pipeline: dlt.Pipeline) -> str:

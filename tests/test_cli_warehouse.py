@@ -111,3 +111,27 @@ def test_error_messages_render_control_characters_visibly(
     err = capsys.readouterr().err
     assert not [c for c in RAW_CONTROLS if c in err], repr(err)
     assert r"error: Exa API error 500 on /websets/v0/imports: \x1b]0;pwned\x07 Acme" in err
+
+
+def test_report_reads_the_item_and_health_views_from_the_warehouse_alone(
+    target: Target, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No imports loaded, and a fresh pipelines dir: the views in the warehouse are printed."""
+    from exa_source.emulator.store import SEED_ANCHOR
+
+    emu = Emulator(websets=2, items_per_webset=5, monitors=2, webhooks=1)
+    emu.store.clock.set(SEED_ANCHOR)
+    with emu.start():
+        emu.monitors.step_monitors(status="failed")
+        emu.monitors.step_webhooks(successful=False)
+        resources = ("websets", "webset_items", "monitors", "monitor_runs", "webhooks")
+        target.load(emu, resources=(*resources, "webhook_attempts"), api_key=emu.api_key)
+    code = main(["report", *_target_args(target, tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "monitor_run_health, all days, one line per monitor" in out
+    assert "webhook_delivery_health, one line per webhook" in out
+    assert "webset_items_current" in out
+    webhook = emu.monitors.webhook_ids()[0]
+    line = next(x for x in out.splitlines() if x.startswith(webhook))
+    assert " 0.5 " in line  # 2 of 4 attempts failed, shown to 4 places
