@@ -306,6 +306,14 @@ totals as (
     from attempts
     group by "webhook_id"
 ),
+streaks as (
+    select a."webhook_id", count(*) as failed_in_a_row
+    from attempts as a
+    join totals as t on t."webhook_id" = a."webhook_id"
+    where not a."successful"
+      and (t.last_success_at is null or a."attempted_at" > t.last_success_at)
+    group by a."webhook_id"
+),
 codes as (
     select "webhook_id",
            string_agg(
@@ -333,6 +341,7 @@ select cast(w."id" as text) as webhook_id,
        cast(coalesce(t.attempts, 0) as bigint) as attempts,
        cast(coalesce(t.failed, 0) as bigint) as failed,
        cast(t.failed as double precision) / nullif(t.attempts, 0) as failure_rate,
+       cast(coalesce(s.failed_in_a_row, 0) as bigint) as failed_since_last_success,
        cast(t.last_attempt_at as timestamp with time zone) as last_attempt_at,
        cast(t.last_success_at as timestamp with time zone) as last_success_at,
        cast(f."attempted_at" as timestamp with time zone) as last_failure_at,
@@ -341,6 +350,7 @@ select cast(w."id" as text) as webhook_id,
        cast(c.status_codes as text) as status_codes
 from {webhooks} as w
 left join totals as t on t."webhook_id" = w."id"
+left join streaks as s on s."webhook_id" = w."id"
 left join codes as c on c."webhook_id" = w."id"
 left join failures as f on f."webhook_id" = w."id" and f.exa_rank = 1
 where w."_exa_deleted_at" is null
@@ -641,6 +651,13 @@ HEALTH_VIEW_COLUMNS: dict[str, tuple[ViewColumn, ...]] = {
             "double precision",
             "failed / attempts (0-1); null without attempts.",
             "0.05",
+        ),
+        ViewColumn(
+            "failed_since_last_success",
+            "bigint",
+            "Failed attempts after the latest successful one (all of them if none succeeded):"
+            " alert on this, it does not go stale like the all-time rate.",
+            "3",
         ),
         ViewColumn("last_attempt_at", _TZ, "Latest attempt.", "2026-12-05 09:04:11+00"),
         ViewColumn("last_success_at", _TZ, "Latest successful attempt.", "2026-12-05 09:04:11+00"),
@@ -1084,8 +1101,8 @@ order by monitor_id
     f"{WEBHOOK_HEALTH_VIEW}, one line per webhook": (
         WEBHOOK_HEALTH_VIEW,
         """
-select webhook_id, url, webhook_status, attempts, failed, failure_rate, last_failure_at,
-       last_failure_status_code, status_codes
+select webhook_id, url, webhook_status, attempts, failed, failure_rate,
+       failed_since_last_success, last_failure_at, last_failure_status_code, status_codes
 from {view}
 order by webhook_id
 """,

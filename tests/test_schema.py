@@ -249,3 +249,56 @@ def test_unknown_fields_become_columns_without_taking_owned_names() -> None:
     table = ITEMS.to_table([item(scopeId="s1", entity_type="clash")])
     assert table.column("scopeId").to_pylist() == ["s1"]
     assert table.column("api_entity_type").to_pylist() == ["clash"]
+
+
+def test_monitor_webhook_and_event_rows_convert_with_nul_and_no_secret() -> None:
+    """The new tables: typed columns, NUL replaced, a webhook secret dropped even if sent."""
+    from exa_source.schema import EVENTS, MONITORS, WEBHOOK_ATTEMPTS, WEBHOOKS
+
+    at = "2026-12-05T09:04:10.123Z"
+    attempt = {
+        "id": "webhook_attempt_1",
+        "object": "webhook_attempt",
+        "eventId": "event_1",
+        "eventType": "monitor.run.completed",
+        "webhookId": "webhook_1",
+        "url": "https://h.io/x",
+        "successful": False,
+        "responseHeaders": {"x": "y\x00"},
+        "responseBody": "boom\x00",
+        "responseStatusCode": 503,
+        "attempt": 2,
+        "attemptedAt": at,
+    }
+    got = WEBHOOK_ATTEMPTS.to_table([attempt]).to_pylist()[0]
+    assert got["responseBody"] == "boom\ufffd" and json.loads(got["responseHeaders"]) == {
+        "x": "y\ufffd"
+    }
+    assert got["successful"] is False and got["responseStatusCode"] == 503
+    _, versions = WEBHOOK_ATTEMPTS.keys([attempt])
+    assert versions[0].as_py() == datetime(2026, 12, 5, 9, 4, 10, 123000, tzinfo=timezone.utc)
+
+    hook = {"id": "webhook_1", "status": "active", "events": ["monitor.created"], "url": "u"}
+    hook |= {"secret": "whsec_leak", "createdAt": at, "updatedAt": at}
+    table = WEBHOOKS.to_table([hook])
+    assert "secret" not in table.column_names and "whsec_leak" not in str(table.to_pylist())
+
+    monitor = {"id": "monitor_1", "status": "enabled", "websetId": "webset_1"}
+    monitor |= {"cadence": {"cron": "0 9 * * *", "timezone": "Etc/UTC"}, "metadata": {}}
+    monitor |= {"behavior": {"type": "search", "config": {"query": "q", "count": 5}}}
+    monitor |= {"lastRun": {"id": "monitor_run_1", "status": "failed"}, "nextRunAt": None}
+    monitor |= {"createdAt": at, "updatedAt": at}
+    row = MONITORS.to_table([monitor]).to_pylist()[0]
+    assert row["cadence__cron"] == "0 9 * * *" and row["last_run_status"] == "failed"
+    assert json.loads(row["behavior__config"]) == {"query": "q", "count": 5}
+
+    event = {"id": "event_1", "object": "event", "type": "webset.item.created", "createdAt": at}
+    event["data"] = {"id": "witem_1", "object": "webset_item", "websetId": "w\x00"}
+    row = EVENTS.to_table([event]).to_pylist()[0]
+    assert (row["subject_id"], row["subject_object"], row["webset_id"]) == (
+        "witem_1",
+        "webset_item",
+        "w\ufffd",
+    )
+    with pytest.raises(ExaDataError, match="createdAt"):
+        EVENTS.to_table([{**event, "createdAt": "not a time"}])

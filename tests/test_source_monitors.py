@@ -233,6 +233,10 @@ def expected_webhook_health(objects: dict[str, list[dict[str, Any]]]) -> list[tu
         failed = [a for a in attempts if not a["successful"]]
         last = max(failed, key=lambda a: (_ms(a["attemptedAt"]), a["id"]), default=None)
         codes = Counter(a["responseStatusCode"] for a in attempts)
+        succeeded = max(
+            (_ms(a["attemptedAt"]) or "" for a in attempts if a["successful"]), default=""
+        )
+        in_a_row = [a for a in failed if (_ms(a["attemptedAt"]) or "") > succeeded]
         rows.append(
             (
                 w["id"],
@@ -241,6 +245,7 @@ def expected_webhook_health(objects: dict[str, list[dict[str, Any]]]) -> list[tu
                 len(attempts),
                 len(failed),
                 len(failed) / len(attempts) if attempts else None,
+                len(in_a_row),
                 max((_ms(a["attemptedAt"]) for a in attempts), default=None),
                 max((_ms(a["attemptedAt"]) for a in attempts if a["successful"]), default=None),
                 _ms(last["attemptedAt"]) if last else None,
