@@ -33,6 +33,7 @@ from conftest import KEY, Target, assert_equals_emulator
 from test_dags import _SCRUBBED, AIRFLOW, DAGS, airflow_env
 
 from exa_source.emulator import Emulator
+from exa_source.emulator.store import SEED_ANCHOR
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -210,7 +211,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     dags.mkdir()
     shutil.copy(DAG_FILE, dags / "exa_websets.py")
     (dags / "exa_downstream.py").write_text(DOWNSTREAM_DAG)
-    with Emulator(api_key=KEY, imports=IMPORTS).start() as emu:
+    # every kind of table: imports, websets with items, monitors with runs, webhooks with
+    # attempts, and their events (the emulator's clock at the seed anchor keeps those within
+    # the API's 60 days)
+    emu = Emulator(
+        api_key=KEY, imports=IMPORTS, websets=2, items_per_webset=5, monitors=2, webhooks=1
+    )
+    emu.store.clock.set(SEED_ANCHOR)
+    with emu.start():
         port = _free_port()
         env = airflow_env(
             home,
@@ -288,8 +296,9 @@ def _cli_load(stack: Stack, folder: Path) -> tuple[float, str]:
 
 
 def test_two_triggered_runs_under_the_scheduler(stack: Stack, tmp_path: Path) -> None:
-    """Two runs succeed (5,000 rows, then 0); a handful of Variable requests per task; the
-    downstream DAG runs after each load with the Asset event's extra; key nowhere."""
+    """Two runs succeed (5,000 imports and every other table, then 0); a handful of Variable
+    requests per task; the downstream DAG runs after each load with the Asset event's extra;
+    key nowhere."""
     figures: dict[str, Any] = {}
     downstream_runs: list[str] = []
     for number, expected in ((1, IMPORTS), (2, 0)):
@@ -307,8 +316,14 @@ def test_two_triggered_runs_under_the_scheduler(stack: Stack, tmp_path: Path) ->
         }
         print(f"scheduler run {number}: {figures[f'run{number}']}")
         assert (state, ti_state) == ("success", "success"), stack.tails()
-        assert summary["rows_loaded"] == expected
-        assert summary["rows_read"] == IMPORTS
+        tables = summary["tables"]
+        assert tables["imports"]["rows_loaded"] == expected
+        assert tables["imports"]["rows"] == IMPORTS
+        # the other tables under the scheduler: everything on the first run, nothing after
+        others = {"monitor_runs": 10, "webhook_attempts": 3, "webset_items": 10, "monitors": 2}
+        for table, rows in others.items():
+            assert tables[table]["rows_loaded"] == (rows if number == 1 else 0), (table, tables)
+        assert (tables["events"]["rows_loaded"] > 0) is (number == 1), tables["events"]
         # dlt_secrets_toml reached dlt
         assert summary["tables"]["imports"]["pages"] == IMPORTS // PAGE_SIZE
         assert len(variables) <= MAX_VARIABLE_REQUESTS, "\n".join(variables[:50])
@@ -326,7 +341,7 @@ def test_two_triggered_runs_under_the_scheduler(stack: Stack, tmp_path: Path) ->
         down_id = _poll(f"a run of {DOWNSTREAM}", downstream, RUN_DEADLINE, stack.tails())
         downstream_runs.append(down_id)
         events = stack.task(DOWNSTREAM, down_id)[2]
-        assert events[-1]["rows_loaded"] == expected, events
+        assert events[-1]["rows_loaded"] == summary["rows_loaded"], events
         assert events[-1]["load_id"] == summary["load_id"]
         assert events[-1]["table"] == "imports"
 
