@@ -23,7 +23,7 @@ from exa_source import settings
 from exa_source.config import require_api_key
 from exa_source.dlt_workarounds import permanent_load_failure, recover_interrupted_run
 from exa_source.exceptions import ExaConfigError, ExaDestinationError, ExaError
-from exa_source.source import exa_websets_source
+from exa_source.source import exa_websets_source, gap_warning
 from exa_source.warehouse import create_views, drop_views
 
 logger = logging.getLogger(__name__)
@@ -414,13 +414,7 @@ def run_load(
         for key in ("websets_read", "events_read", "gap"):
             if key in scan:
                 tables[table][key] = scan[key]
-    warnings = [
-        f"events created between {t['gap'][0]} and {t['gap'][1]} may be missing from the"
-        f" {table} table: the API keeps events {settings.EVENT_RETENTION_DAYS} days and no"
-        " complete read covered them"
-        for table, t in tables.items()
-        if t.get("gap")
-    ]
+    warnings = [gap_warning(t["gap"]) for t in tables.values() if t.get("gap")]
     total = {key: sum(t[key] for t in tables.values()) for key in ("rows_loaded", *_TABLE_KEYS)}
     rows_recovered = sum(pending[t].get("changed", 0) for t in selected) if recovered else 0
     summary = LoadSummary(

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
@@ -56,10 +56,12 @@ from exa_source.sync import (
     Record,
     Scan,
     emptied_by_this_load,
+    from_micros,
     future_cap,
     plan_for,
     read_record,
     recreate_if_dropped,
+    to_micros,
 )
 
 logger = logging.getLogger(__name__)
@@ -132,7 +134,7 @@ class _Feed(Protocol):
 class _ListFeed:
     """A list endpoint read whole: ``imports``."""
 
-    def __init__(self, client: ExaRESTClient, path: str, page_size: int) -> None:
+    def __init__(self, client: ExaRESTClient, path: str, page_size: int | None) -> None:
         self.client, self.path, self.page_size = client, path, page_size
         self.state: dict[str, Any] = {}
 
@@ -149,7 +151,7 @@ class _ListFeed:
         return None
 
 
-class _WebsetsFeed(_ListFeed):
+class _SharedFeed(_ListFeed):
     """A shared listing (websets, monitors, webhooks), or what is embedded in each (``embedded``).
 
     Searches and enrichments have no list endpoint (``docs/exa-api.md`` §4.1): a complete
@@ -239,8 +241,8 @@ class _ChildFeed(_ListFeed):
         spec: TableSpec,
         overlap: float | None = None,
     ) -> None:
-        super().__init__(client, parents.path, page_size or 0)
-        self.parents, self.child, self.size = parents, child, page_size
+        super().__init__(client, parents.path, page_size)
+        self.parents, self.child = parents, child
         self.concurrency, self.spec, self.overlap = concurrency, spec, overlap
         self.whole: set[str] = set()
         self.stopped: set[str] = set()
@@ -256,11 +258,10 @@ class _ChildFeed(_ListFeed):
         paths = {pid: f"{self.parents.path}/{pid}/{self.child}" for pid in sorted(live)}
         until = None
         if self.overlap is not None:
-            newest = record.newest_per_scope(_micros(future_cap()))
             margin = int(self.overlap * 1_000_000)
-            floors = {pid: top - margin for pid, top in newest.items()}
+            floors = {pid: top - margin for pid, top in record.newest_per_scope().items()}
             until = partial(self._caught_up, floors)
-        for key, page in self.client.chains(paths, self.size, self.concurrency, until):
+        for key, page in self.client.chains(paths, self.page_size, self.concurrency, until):
             if isinstance(page, list):
                 yield page
             elif page is None:
@@ -268,10 +269,7 @@ class _ChildFeed(_ListFeed):
                     self.whole.add(key)
             else:
                 logger.warning(
-                    "%s: %s %s was deleted while its list was read",
-                    self.spec.name,
-                    self.parents.path.rsplit("/", 1)[-1].rstrip("s"),
-                    key,
+                    "%s: %s answered 404 (deleted while read)", self.spec.name, paths[key]
                 )
 
     def _caught_up(self, floors: dict[str, int], key: str, page: list[dict[str, Any]]) -> bool:
@@ -317,7 +315,7 @@ class _EventsFeed(_ListFeed):
         self.newest: int | None = None
 
     def pages(self, record: Record, load_id: str | None) -> Iterator[list[dict[str, Any]]]:
-        self.newest = newest = record.newest(_micros(future_cap()))
+        self.newest = newest = record.newest()
         params: dict[str, Any] = {}
         last = self.state.get("events") or {}
         chosen = None if self.types is None else list(self.types)
@@ -326,20 +324,18 @@ class _EventsFeed(_ListFeed):
             logger.info("%s: event types changed; reading every retained event", EVENTS.name)
         elif newest is not None:
             start = newest - int(settings.EVENT_OVERLAP_SECONDS * 1_000_000)
-            params["createdAfter"] = _iso_micros(start)
+            params["createdAfter"] = from_micros(start).isoformat(timespec="microseconds")
         if chosen:
             params["types"] = chosen
-        first = True
         for page in self.client.pages(self.path, self.page_size, params):
-            if first:
-                first = False
-                self._check_gap(newest)
             yield [_without_secret(event) for event in page]
-        if first:
-            self._check_gap(newest)
+        self._check_gap(newest)
 
     def _check_gap(self, newest: int | None) -> None:
-        """Warn when events the API no longer keeps may be missing from the table."""
+        """Warn when events the API no longer keeps may be missing from the table.
+
+        Judged after the read, on the server's clock (the ``Date`` of its replies).
+        """
         now = server_now(self.client.stats.server_date)
         floor = now - timedelta(days=settings.EVENT_RETENTION_DAYS)
         last = self.state.get("events") or {}
@@ -350,29 +346,20 @@ class _EventsFeed(_ListFeed):
         if consistent and read_to:
             since = datetime.fromisoformat(read_to)
         elif newest is not None:
-            since = _EPOCH + timedelta(microseconds=newest)
+            since = from_micros(newest)
         elif loaded is not None:  # the table was emptied after events were loaded
-            since = _EPOCH + timedelta(microseconds=last.get("oldest") or 0)
+            since = from_micros(last.get("oldest") or 0)
         if since is None or since >= floor:
             return
         self.gap = (since.isoformat(timespec="seconds"), floor.isoformat(timespec="seconds"))
-        logger.warning(
-            "%s: events created between %s and %s may be missing from the table: the API keeps"
-            " events %d days and the last complete read was before that. Run more often than"
-            " every %d days to avoid gaps.",
-            EVENTS.name,
-            self.gap[0],
-            self.gap[1],
-            settings.EVENT_RETENTION_DAYS,
-            settings.EVENT_RETENTION_DAYS,
-        )
+        logger.warning("%s", gap_warning(self.gap))
 
     def complete(self) -> set[str] | None:
         return set()  # append-only: an event gone from the API is kept
 
     def save(self, state: dict[str, Any], scan: Scan) -> None:
         top = scan.counters.max_updated_at
-        cap = _micros(future_cap())
+        cap = to_micros(future_cap())
         newest = max((v for v in (top, self.newest) if v is not None and v <= cap), default=None)
         read_to = server_now(self.client.stats.server_date)
         before = (state.get("events") or {}).get("oldest")
@@ -388,20 +375,12 @@ class _EventsFeed(_ListFeed):
         state["last_scan"]["gap"] = None if self.gap is None else list(self.gap)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _micros(when: datetime) -> int:
-    """An aware datetime as µs since the epoch."""
-    return (when - _EPOCH) // timedelta(microseconds=1)
-
-
-def _iso_micros(micros: int) -> str:
-    """An instant in µs since the epoch as ISO-8601 UTC with a ``Z``."""
+def gap_warning(gap: tuple[str, str] | list[str]) -> str:
+    """The words of a gap in the event log (logged, and in the load's summary)."""
     return (
-        (_EPOCH + timedelta(microseconds=micros))
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z")
+        f"events created between {gap[0]} and {gap[1]} may be missing from the"
+        f" {EVENTS.name} table: the API keeps events {settings.EVENT_RETENTION_DAYS} days and no"
+        f" complete read covered them (run at least every {settings.EVENT_RETENTION_DAYS} days)"
     )
 
 
@@ -559,17 +538,17 @@ def exa_websets_source(
     webhooks = SharedList(settings.WEBHOOKS_PATH, settings.WEBHOOKS_PAGE_SIZE)
     feeds: list[tuple[TableSpec, _Feed, datetime | None]] = [
         (IMPORTS, _ListFeed(client(), settings.IMPORTS_PATH, page_size), since),
-        (WEBSETS, _WebsetsFeed(client(), websets, None), None),
-        (SEARCHES, _WebsetsFeed(client(), websets, "searches"), None),
-        (ENRICHMENTS, _WebsetsFeed(client(), websets, "enrichments"), None),
+        (WEBSETS, _SharedFeed(client(), websets, None), None),
+        (SEARCHES, _SharedFeed(client(), websets, "searches"), None),
+        (ENRICHMENTS, _SharedFeed(client(), websets, "enrichments"), None),
         (ITEMS, _ItemsFeed(client(), websets, concurrency, reconcile_days, policy), None),
-        (MONITORS, _WebsetsFeed(client(), monitors, None), None),
+        (MONITORS, _SharedFeed(client(), monitors, None), None),
         (
             MONITOR_RUNS,
             _ChildFeed(client(), monitors, "runs", None, concurrency, MONITOR_RUNS),
             None,
         ),
-        (WEBHOOKS, _WebsetsFeed(client(), webhooks, None), None),
+        (WEBHOOKS, _SharedFeed(client(), webhooks, None), None),
         (
             WEBHOOK_ATTEMPTS,
             _ChildFeed(

@@ -69,6 +69,18 @@ FETCH_ROWS = 100_000
 STORED_CHUNK = 1_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(when: datetime) -> int:
+    """An aware datetime as µs since the epoch (the unit of :class:`Record` versions)."""
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """µs since the epoch as an aware UTC datetime."""
+    return _EPOCH + micros * _MICROSECOND
+
+
 _DLT_LOAD_ID = settings.LOAD_ID_COLUMN
 #: dlt's table hint for ``write_disposition={..., "deduplicated": True}``: skip the window that
 #: keeps one row per key in the staging table. The source sets it (each import is listed once
@@ -426,24 +438,23 @@ class Record:
         mixed = _mix(self.hashes[np.argsort(self.order)][live], self.updated[live])
         return _fingerprints(codes, mixed, self.scope_names)
 
-    def newest(self, cap: int | None = None) -> int | None:
+    def newest(self) -> int | None:
         """The highest stored version (the cursor column) in µs; None if there is none.
 
-        Args:
-            cap: ignore versions above this (µs): a value stamped by a bad clock upstream
-                (year 9999) must not become the point a read starts from.
+        Versions past :func:`future_cap` are ignored: a value stamped by a bad clock upstream
+        (year 9999) must not become the point a read starts from.
         """
-        updated = self.updated if cap is None else self.updated[self.updated <= cap]
+        updated = self.updated[self.updated <= to_micros(future_cap())]
         return int(updated.max()) if len(updated) else None
 
-    def newest_per_scope(self, cap: int | None = None) -> dict[str, int]:
+    def newest_per_scope(self) -> dict[str, int]:
         """Per scope, the highest stored version in µs (each webhook's newest attempt).
 
-        Versions above ``cap`` are ignored (see :meth:`newest`).
+        Versions past :func:`future_cap` are ignored (see :meth:`newest`).
         """
         if self.scope is None or not len(self.updated):
             return {}
-        keep = slice(None) if cap is None else self.updated <= cap
+        keep = self.updated <= to_micros(future_cap())
         low = np.iinfo(np.int64).min
         top = np.full(len(self.scope_names), low, dtype=np.int64)
         np.maximum.at(top, self.scope[keep], self.updated[keep])
@@ -695,7 +706,7 @@ def future_cap() -> datetime:
     """Stored versions later than this are a bad clock upstream, not a point to read from.
 
     This machine's clock plus a day: a cap that is wrong by the machine's own error only makes
-    a read start earlier (more rows listed again, none lost).
+    a read start earlier (more rows listed again, none lost). See :meth:`Record.newest`.
     """
     return datetime.now(timezone.utc) + timedelta(days=1)
 
@@ -972,7 +983,7 @@ class Scan:
     ) -> None:
         self.plan = plan
         self.record = record
-        self.since = None if since is None else (since - _EPOCH) // _MICROSECOND
+        self.since = None if since is None else to_micros(since)
         self.load_id = load_id
         self.counters = Counters()
         #: append into the empty table instead of merging (see the class docstring)
@@ -1149,7 +1160,7 @@ class Scan:
             "seconds": round(seconds, 3),
             "max_updated_at": None
             if top is None
-            else (_EPOCH + top * _MICROSECOND).isoformat(timespec="microseconds"),
+            else from_micros(top).isoformat(timespec="microseconds"),
             "table": self.plan.table,
             "mode": self.plan.mode,
         }

@@ -133,8 +133,8 @@ group by day
 """
 
 # ------------------------------------------------------------- views of websets and items
-# Placeholders: {items}, {websets}, {enrichments}, {items_current}, {item_enrichments},
-# {item_evaluations} are qualified names. JSON columns are unnested per engine: DuckDB's
+# Placeholders: {items}, {websets}, {enrichments} and the view's own name {view} are qualified
+# names. JSON columns are unnested per engine: DuckDB's
 # json_extract on '$[*]' and PostgreSQL's jsonb_array_elements; every output column is cast to
 # the same type on both engines. Soft-deleted rows (``_exa_deleted_at`` set) are left out.
 
@@ -146,7 +146,7 @@ ITEM_ENRICHMENTS_VIEW = "webset_item_enrichments"
 ITEM_EVALUATIONS_VIEW = "webset_item_evaluations"
 
 ITEMS_CURRENT_SQL = """
-create or replace view {items_current} as
+create or replace view {view} as
 select i."id" as item_id,
        i."webset_id",
        cast(w."title" as text) as webset_title,
@@ -179,7 +179,7 @@ select i."id" as item_id,
        cast(({reasoning}) as text) as reasoning
 """
 ITEM_ENRICHMENTS_DUCKDB = (
-    "create or replace view {item_enrichments} as"
+    "create or replace view {view} as"
     + _ENRICHMENT_COLUMNS.format(
         enrichment_id="r ->> 'enrichmentId'",
         format="r ->> 'format'",
@@ -195,7 +195,7 @@ where i."_exa_deleted_at" is null
 """
 )
 ITEM_ENRICHMENTS_POSTGRES = (
-    "create or replace view {item_enrichments} as"
+    "create or replace view {view} as"
     + _ENRICHMENT_COLUMNS.format(
         enrichment_id="r ->> 'enrichmentId'",
         format="r ->> 'format'",
@@ -219,7 +219,7 @@ select i."id" as item_id,
        cast((r ->> 'reasoning') as text) as reasoning
 """
 ITEM_EVALUATIONS_DUCKDB = (
-    "create or replace view {item_evaluations} as"
+    "create or replace view {view} as"
     + _EVALUATION_COLUMNS
     + """from {items} as i
 cross join unnest(json_extract(i."evaluations", '$[*]')) as t(r)
@@ -227,7 +227,7 @@ where i."_exa_deleted_at" is null
 """
 )
 ITEM_EVALUATIONS_POSTGRES = (
-    "create or replace view {item_evaluations} as"
+    "create or replace view {view} as"
     + _EVALUATION_COLUMNS
     + """from {items} as i
 cross join lateral jsonb_array_elements(case when jsonb_typeof(i."evaluations") = 'array'
@@ -243,7 +243,7 @@ MONITOR_HEALTH_VIEW = "monitor_run_health"
 WEBHOOK_HEALTH_VIEW = "webhook_delivery_health"
 
 MONITOR_HEALTH_SQL = """
-create or replace view {monitor_health} as
+create or replace view {view} as
 with runs as (
     select "id", "monitor_id", "status", "failed_at", "failed_reason", "updated_at",
            cast("created_at" at time zone 'UTC' as date) as day
@@ -290,7 +290,7 @@ where m."_exa_deleted_at" is null
 """
 
 WEBHOOK_HEALTH_SQL = """
-create or replace view {webhook_health} as
+create or replace view {view} as
 with attempts as (
     select "id", "webhook_id", "successful", "response_status_code", "response_body",
            "attempted_at"
@@ -394,8 +394,6 @@ ITEM_VIEWS: dict[str, tuple[str, str]] = {
     ITEM_EVALUATIONS_VIEW: (ITEM_EVALUATIONS_DUCKDB, ITEM_EVALUATIONS_POSTGRES),
 }
 
-_BOOL = "boolean"
-
 #: The health views' tables, read through functions on PostgreSQL like the item views.
 HEALTH_FUNCTIONS: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
     "monitors": (
@@ -429,7 +427,7 @@ HEALTH_FUNCTIONS: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
         (
             ("id", "text"),
             ("webhook_id", "text"),
-            ("successful", _BOOL),
+            ("successful", "boolean"),
             ("response_status_code", "bigint"),
             ("response_body", "text"),
             ("attempted_at", _TZ),
@@ -468,7 +466,7 @@ class ViewGroup:
             postgres: PostgreSQL SQL instead of DuckDB's.
             present: the tables that exist (see :attr:`functions`).
         """
-        names = {view_placeholder(v): qualify(v) for v in self.views}
+        names: dict[str, str] = {}
         statements: list[str] = []
         for placeholder, (function, table, columns) in self.functions.items():
             if table not in present and table != self.table:
@@ -484,18 +482,10 @@ class ViewGroup:
                 names[placeholder] = f"{qualify(function)}()"
             else:
                 names[placeholder] = qualify(table)
-        return statements + [sql[postgres].format(**names).strip() for sql in self.views.values()]
-
-
-def view_placeholder(view: str) -> str:
-    """The placeholder of a view's own name in its SQL (``webset_items_current`` -> ...)."""
-    return {
-        ITEMS_CURRENT_VIEW: "items_current",
-        ITEM_ENRICHMENTS_VIEW: "item_enrichments",
-        ITEM_EVALUATIONS_VIEW: "item_evaluations",
-        MONITOR_HEALTH_VIEW: "monitor_health",
-        WEBHOOK_HEALTH_VIEW: "webhook_health",
-    }[view]
+        return statements + [
+            sql[postgres].format(view=qualify(view), **names).strip()
+            for view, sql in self.views.items()
+        ]
 
 
 def _no_rows(columns: Sequence[tuple[str, str]]) -> str:

@@ -26,7 +26,7 @@ import logging
 import random
 import threading
 import zoneinfo
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +41,7 @@ from .store import (
     Page,
     encode_ulid,
     iso_ms,
+    newest_first_page,
     next_ulid,
     to_ms,
 )
@@ -202,44 +203,6 @@ def _attempt_dict(
     }
 
 
-def _page_desc(
-    ids: Sequence[str],
-    prefix: str,
-    cursor: str | None,
-    limit: int,
-    render: Callable[[str], bytes],
-    keep: Callable[[str], bool] | None = None,
-) -> Page:
-    """One newest-first page over ascending ``ids`` (``<prefix><ulid>``), keyset-paginated.
-
-    Args:
-        ids: All ids, ascending (== oldest first).
-        prefix: The ids' prefix, ``_`` included (the cursor is the id without it).
-        cursor: ``None`` or the bare ULID of the previous page's last object.
-        limit: Page size.
-        render: Serializes one object by id.
-        keep: Filter on ids (all kept when ``None``).
-
-    Returns:
-        The page; ``hasMore: false, nextCursor: null`` on the last one.
-    """
-    end = len(ids) if cursor is None else bisect.bisect_left(ids, prefix + cursor)
-    chosen: list[str] = []
-    more = False
-    for i in range(end - 1, -1, -1):
-        id_ = ids[i]
-        if keep is not None and not keep(id_):
-            continue
-        if len(chosen) == limit:
-            more = True
-            break
-        chosen.append(id_)
-    items = [render(i) for i in chosen]
-    if more:
-        return Page(items, True, chosen[-1].removeprefix(prefix))
-    return Page(items, False, None)
-
-
 class MonitorStore:
     """Thread-safe store of monitors (with their runs) and webhooks (with their attempts).
 
@@ -355,7 +318,7 @@ class MonitorStore:
         with self._lock:
             monitors = self._monitors
             keep = None if webset_id is None else (lambda i: monitors[i]["websetId"] == webset_id)
-            return _page_desc(
+            return newest_first_page(
                 self._monitor_ids,
                 "monitor_",
                 cursor,
@@ -423,7 +386,7 @@ class MonitorStore:
         with self._lock:
             self._monitor(monitor_id)
             runs = self._runs
-            return _page_desc(
+            return newest_first_page(
                 self._run_ids[monitor_id],
                 "monitor_run_",
                 cursor,
@@ -569,7 +532,7 @@ class MonitorStore:
         """One page of ``GET /v0/webhooks``, newest first."""
         with self._lock:
             hooks = self._webhooks
-            return _page_desc(
+            return newest_first_page(
                 self._webhook_ids, "webhook_", cursor, limit, lambda i: orjson.dumps(hooks[i])
             )
 
@@ -640,7 +603,7 @@ class MonitorStore:
                     successful is None or a["successful"] is successful
                 )
 
-            return _page_desc(
+            return newest_first_page(
                 self._attempt_ids[webhook_id],
                 "webhook_attempt_",
                 cursor,

@@ -1344,32 +1344,26 @@ class Emulator:
         params = parse_qs(query, keep_blank_values=True)
         store = self.monitors
         try:
-            if not parts:
-                if method == "GET":
-                    limit = _parse_limit(params.get("limit"), 25, 200)
-                    cursor = _parse_cursor(params.get("cursor"))
-                    webset = params.get("websetId")
-                    if webset is not None and (len(webset) != 1 or not webset[0]):
-                        raise _bad_request(["websetId must be a non-empty string"])
-                    page = store.monitors_page(cursor, limit, None if webset is None else webset[0])
-                    return 200, page.to_json(), _JSON, {}
-                if method == "POST":
-                    create = _parse_json(body)
-                    errors = validate_monitor_create(create)
-                    if errors:
-                        raise _bad_request(errors)
-                    return 201, orjson.dumps(store.create_monitor(create)), _JSON, {}
-            elif len(parts) == 1:
-                if method == "GET":
-                    return 200, orjson.dumps(store.get_monitor(parts[0])), _JSON, {}
-                if method == "PATCH":
-                    update = _parse_json(body) if body.strip() else {}
-                    errors = validate_monitor_update(update)
-                    if errors:
-                        raise _bad_request(errors)
-                    return 200, orjson.dumps(store.update_monitor(parts[0], update)), _JSON, {}
-                if method == "DELETE":
-                    return 200, orjson.dumps(store.delete_monitor(parts[0])), _JSON, {}
+            if not parts and method == "GET":
+                limit = _parse_limit(params.get("limit"), 25, 200)
+                cursor = _parse_cursor(params.get("cursor"))
+                webset = params.get("websetId")
+                if webset is not None and (len(webset) != 1 or not webset[0]):
+                    raise _bad_request(["websetId must be a non-empty string"])
+                page = store.monitors_page(cursor, limit, None if webset is None else webset[0])
+                return 200, page.to_json(), _JSON, {}
+            if len(parts) <= 1:
+                reply = _crud(
+                    method,
+                    parts,
+                    body,
+                    (validate_monitor_create, store.create_monitor),
+                    (validate_monitor_update, store.update_monitor),
+                    store.get_monitor,
+                    store.delete_monitor,
+                )
+                if reply is not None:
+                    return reply
             elif parts[1] == "runs" and method == "GET" and len(parts) == 2:
                 limit = _parse_limit(params.get("limit"), 25, 200)
                 page = store.runs_page(parts[0], _parse_cursor(params.get("cursor")), limit)
@@ -1397,28 +1391,22 @@ class Emulator:
         params = parse_qs(query, keep_blank_values=True)
         store = self.monitors
         try:
-            if not parts:
-                if method == "GET":
-                    limit = _parse_limit(params.get("limit"), 25, 200)
-                    page = store.webhooks_page(_parse_cursor(params.get("cursor")), limit)
-                    return 200, page.to_json(), _JSON, {}
-                if method == "POST":
-                    create = _parse_json(body)
-                    errors = validate_webhook_create(create)
-                    if errors:
-                        raise _bad_request(errors)
-                    return 201, orjson.dumps(store.create_webhook(create)), _JSON, {}
-            elif len(parts) == 1:
-                if method == "GET":
-                    return 200, orjson.dumps(store.get_webhook(parts[0])), _JSON, {}
-                if method == "PATCH":
-                    update = _parse_json(body) if body.strip() else {}
-                    errors = validate_webhook_update(update)
-                    if errors:
-                        raise _bad_request(errors)
-                    return 200, orjson.dumps(store.update_webhook(parts[0], update)), _JSON, {}
-                if method == "DELETE":
-                    return 200, orjson.dumps(store.delete_webhook(parts[0])), _JSON, {}
+            if not parts and method == "GET":
+                limit = _parse_limit(params.get("limit"), 25, 200)
+                page = store.webhooks_page(_parse_cursor(params.get("cursor")), limit)
+                return 200, page.to_json(), _JSON, {}
+            if len(parts) <= 1:
+                reply = _crud(
+                    method,
+                    parts,
+                    body,
+                    (validate_webhook_create, store.create_webhook),
+                    (validate_webhook_update, store.update_webhook),
+                    store.get_webhook,
+                    store.delete_webhook,
+                )
+                if reply is not None:
+                    return reply
             elif len(parts) == 2 and parts[1] == "attempts" and method == "GET":
                 limit = _parse_limit(params.get("limit"), 25, 200)
                 cursor = _parse_cursor(params.get("cursor"))
@@ -1589,6 +1577,44 @@ class Emulator:
             raise _bad_request([f"{'advance' if when is None else 'set'}: {err}"]) from None
         except ValueError:  # fromisoformat
             raise _bad_request([f"set must be an ISO-8601 timestamp: {when!r:.80}"]) from None
+
+
+_Validated = tuple[Callable[[Any], list[str]], Callable[..., dict[str, Any]]]
+
+
+def _crud(
+    method: str,
+    parts: list[str],
+    body: bytes,
+    create: _Validated,
+    update: _Validated,
+    get: Callable[[str], dict[str, Any]],
+    delete: Callable[[str], dict[str, Any]],
+) -> tuple[int, bytes, str, Mapping[str, str]] | None:
+    """``POST`` a collection (201) and ``GET``/``PATCH``/``DELETE`` one of its objects.
+
+    ``create`` and ``update`` are (validator, store call); a body the validator rejects gets
+    400 with its messages. None for any other method or path (the caller answers 404).
+    """
+    if not parts and method == "POST":
+        check, make = create
+        params = _parse_json(body)
+        if errors := check(params):
+            raise _bad_request(errors)
+        return 201, orjson.dumps(make(params)), _JSON, {}
+    if len(parts) != 1:
+        return None
+    if method == "GET":
+        return 200, orjson.dumps(get(parts[0])), _JSON, {}
+    if method == "PATCH":
+        check, change = update
+        params = _parse_json(body) if body.strip() else {}
+        if errors := check(params):
+            raise _bad_request(errors)
+        return 200, orjson.dumps(change(parts[0], params)), _JSON, {}
+    if method == "DELETE":
+        return 200, orjson.dumps(delete(parts[0])), _JSON, {}
+    return None
 
 
 def _is_loopback(address: str) -> bool:

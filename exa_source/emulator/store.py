@@ -27,7 +27,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -342,6 +342,44 @@ class Page:
         """Build the ``{"data":[...],"hasMore":...,"nextCursor":...}`` body."""
         tail = orjson.dumps({"hasMore": self.has_more, "nextCursor": self.next_cursor})
         return b'{"data":[' + b",".join(self.items) + b"]," + tail[1:]
+
+
+def newest_first_page(
+    ids: Sequence[str],
+    prefix: str,
+    cursor: str | None,
+    limit: int,
+    render: Callable[[str], bytes],
+    keep: Callable[[str], bool] | None = None,
+) -> Page:
+    """One newest-first page over ascending ``ids`` (``<prefix><ulid>``), keyset-paginated.
+
+    Args:
+        ids: All ids, ascending (== oldest first).
+        prefix: The ids' prefix, ``_`` included (the cursor is the id without it).
+        cursor: ``None`` or the bare ULID of the previous page's last object.
+        limit: Page size.
+        render: Serializes one object by id.
+        keep: Filter on ids (all kept when ``None``).
+
+    Returns:
+        The page; ``hasMore: false, nextCursor: null`` on the last one.
+    """
+    end = len(ids) if cursor is None else bisect.bisect_left(ids, prefix + cursor)
+    chosen: list[str] = []
+    more = False
+    for i in range(end - 1, -1, -1):
+        id_ = ids[i]
+        if keep is not None and not keep(id_):
+            continue
+        if len(chosen) == limit:
+            more = True
+            break
+        chosen.append(id_)
+    items = [render(i) for i in chosen]
+    if more:
+        return Page(items, True, chosen[-1].removeprefix(prefix))
+    return Page(items, False, None)
 
 
 @dataclass

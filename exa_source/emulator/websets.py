@@ -45,6 +45,7 @@ from .store import (
     _dumps,
     encode_ulid,
     iso_ms,
+    newest_first_page,
     next_ulid,
     to_ms,
 )
@@ -411,14 +412,12 @@ class WebsetStore:
         nextCursor: null`` on the last page; off by default, as nothing recorded it here.
         """
         with self._lock:
-            ids = self._ids
-            end = len(ids) if cursor is None else bisect.bisect_left(ids, "webset_" + cursor)
-            start = max(0, end - limit)
-            chosen = ids[start:end]
-            items = [orjson.dumps(self._websets[i].obj) for i in reversed(chosen)]
-        if start > 0 and chosen:
-            return Page(items, True, chosen[0].removeprefix("webset_"))
-        return Page(items, quirk_last_page, None)
+            page = newest_first_page(
+                self._ids, "webset_", cursor, limit, lambda i: orjson.dumps(self._websets[i].obj)
+            )
+        if not page.has_more and quirk_last_page:
+            return Page(page.items, True, None)
+        return page
 
     def update(
         self, webset: str, title: str | None = None, metadata: Mapping[str, str] | None = None
