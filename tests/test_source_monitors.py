@@ -38,8 +38,10 @@ API = "/websets/v0"
 
 def _emulator(**kwargs: Any) -> Emulator:
     emu = Emulator(api_key=KEY, seed=21, **kwargs)
-    emu.store.clock.set(SEED_ANCHOR)
+    # frozen first, then set: exactly the anchor (set-then-freeze keeps the ms that passed
+    # between them, and the test data would differ from run to run)
     emu.store.clock.freeze()
+    emu.store.clock.set(SEED_ANCHOR)
     return emu
 
 
